@@ -1,0 +1,1 @@
+"""NovaCron monitoring: alert_bridge package."""

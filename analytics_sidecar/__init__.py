@@ -1,0 +1,1 @@
+"""NovaCron monitoring: analytics_sidecar package."""

@@ -1,0 +1,34 @@
+"""`novacron-analytics`: one command, a subcommand per job (serve, backtest, nab-detect, report, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module provides `register(subparsers)`, which adds its subcommand and sets `func` on its parser.
+SUBCOMMAND_MODULES: list[str] = []
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="novacron-analytics",
+        description="NovaCron analytics sidecar: reads Prometheus, writes analytics back as metrics.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Scheduled reports: templates, CSV/PDF rendering, email delivery, archive."""

@@ -1,0 +1,1 @@
+"""NovaCron monitoring: dashboards package."""

@@ -1,0 +1,36 @@
+"""Command-line flags every exporter shares, named as Prometheus tools name them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+LOG_LEVELS = ("debug", "info", "warn", "error")
+
+
+def add_web_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
+    """--web.listen-address, --web.telemetry-path, --web.config.file, --log.level."""
+    parser.add_argument(
+        "--web.listen-address", dest="listen_address", default=f":{default_port}", help="host:port to listen on"
+    )
+    parser.add_argument(
+        "--web.telemetry-path", dest="telemetry_path", default="/metrics", help="path that serves metrics"
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="exporter-toolkit web config (TLS and basic auth)",
+    )
+    parser.add_argument("--log.level", dest="log_level", default="info", choices=LOG_LEVELS, help="log level")
+
+
+def setup_logging(level: str) -> None:
+    """logfmt-like lines on stderr, as Prometheus components log."""
+    numeric = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
+    logging.basicConfig(
+        level=numeric[level],
+        stream=sys.stderr,
+        format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r",
+    )

@@ -1,0 +1,1 @@
+"""NovaCron monitoring: exporters.libvirt package."""

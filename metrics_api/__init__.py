@@ -1,0 +1,1 @@
+"""NovaCron monitoring: metrics_api package."""
