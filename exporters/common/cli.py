@@ -12,7 +12,10 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 def add_web_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
     """--web.listen-address, --web.telemetry-path, --web.config.file, --log.level."""
     parser.add_argument(
-        "--web.listen-address", dest="listen_address", default=f":{default_port}", help="host:port to listen on"
+        "--web.listen-address",
+        dest="listen_address",
+        default=f":{default_port}",
+        help="host:port to listen on",
     )
     parser.add_argument(
         "--web.telemetry-path", dest="telemetry_path", default="/metrics", help="path that serves metrics"

@@ -69,7 +69,8 @@ class ExporterApp:
 
     def _landing_page(self) -> str:
         links = "".join(f'<li><a href="{p}">{p}</a></li>' for p in [self.telemetry_path, *self.routes])
-        return f"<html><head><title>{self.name}</title></head><body><h1>{self.name}</h1><ul>{links}</ul></body></html>"
+        head = f"<head><title>{self.name}</title></head>"
+        return f"<html>{head}<body><h1>{self.name}</h1><ul>{links}</ul></body></html>"
 
 
 def parse_listen_address(address: str) -> tuple[str, int]:
