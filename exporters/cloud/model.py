@@ -75,7 +75,7 @@ class LatePolicy:
 
     def query_range(self, now: float) -> tuple[float, float]:
         end = math.floor((now - self.delay) / self.period) * self.period
-        return end - self.window, end
+        return end - math.ceil(self.window / self.period) * self.period, end
 
 
 @dataclass(frozen=True)
@@ -86,13 +86,14 @@ class MetricSpec:
     normalised: str
     statistic: str  # provider statistic / aggregation / aligner
     scale: float = 1.0  # multiply (percent -> ratio: 0.01)
+    offset: float = 0.0  # added after scaling ("available %" -> used ratio: 1 - x/100)
     per_period: bool = False  # a sum over the period: divide by the period to get a per-second rate
     labels: tuple[tuple[str, str], ...] = ()
     namespace: str = ""
     policy: LatePolicy = field(default_factory=lambda: LatePolicy(300, 300, 1200))
 
     def convert(self, raw: float, period: float) -> float:
-        value = raw * self.scale
+        value = self.offset + raw * self.scale
         return value / period if self.per_period else value
 
 

@@ -1,0 +1,158 @@
+"""Cloud exporter Azure provider: the real SDKs against a local fake of ARM and metrics:getBatch."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from exporters.cloud.config import parse_config
+from exporters.cloud.providers.azure import AzureProvider
+from exporters.cloud.refresh import TargetRefresher
+from exporters.cloud.resilience import Backoff, CircuitBreaker
+from tests.fakes.azure_metrics import AzureFake, StaticTokenCredential
+from tests.test_cloud_aws import scrape, values
+
+SUB = "00000000-0000-0000-0000-00000000aaaa"
+NOW = math.floor(time.time() / 3600) * 3600 - 3600 + 30
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[AzureFake]:
+    with AzureFake(page_size=2) as f:
+        for i in range(60):  # more than one batch of 50
+            rid = f.add_vm(SUB, "rg-web", f"web-{i}", tags={"env": "prod", "tenant": "acme"})
+            f.put(rid, "Percentage CPU", NOW - 270, 25.0)
+            f.put(rid, "Network In Total", NOW - 270, 6000.0)
+            f.put(rid, "VmAvailabilityMetric", NOW - 270, 1.0)
+        f.add_vm(SUB, "rg-web", "web-stopped", power="deallocated", tags={"env": "prod"})
+        f.add_vm(SUB, "rg-dev", "dev-0", tags={"env": "dev"})
+        f.add_vm(SUB, "rg-web", "web-us", location="eastus", tags={"env": "prod"})
+        yield f
+
+
+def provider(fake: AzureFake, **extra: Any) -> AzureProvider:
+    raw = {
+        "type": "azure",
+        "subscriptions": [SUB],
+        "regions": ["westeurope"],
+        "tags": {"env": "prod"},
+        "endpoint_url": fake.url,
+        "management_endpoint_url": fake.url,
+        "concurrency": 2,
+        **extra,
+    }
+    p = parse_config({"providers": [raw]}, {"azure": AzureProvider}).providers[0]
+    assert isinstance(p, AzureProvider)
+    p._credential = StaticTokenCredential()
+    return p
+
+
+def refresher(p: AzureProvider, now: float = NOW) -> TargetRefresher:
+    return TargetRefresher(
+        p,
+        p.targets()[0],
+        prices={},
+        backoff=Backoff(0.01, 0.05, 4),
+        breaker=CircuitBreaker(2, 3600),
+        stale_after=10_000,
+        clock=lambda: now,
+        sleep=lambda _s: None,
+        rng=random.Random(2),
+    )
+
+
+def test_discovery_paged_filtered_by_region_and_tags(fake: AzureFake) -> None:
+    r = refresher(provider(fake))
+    assert r.refresh()
+    fams = scrape(r, now=NOW)
+    info = {s.labels["vm_name"]: s.labels for s in fams["novacron_vm_info"]}
+    assert len(info) == 61 and "dev-0" not in info and "web-us" not in info
+    web = info["web-3"]
+    assert (
+        web["vm_id"]
+        == f"/subscriptions/{SUB}/resourcegroups/rg-web/providers/microsoft.compute/virtualmachines/web-3"
+    )
+    assert web["provider"] == "azure" and web["account"] == SUB and web["region"] == "westeurope"
+    assert (
+        web["zone"] == "westeurope-1"
+        and web["instance_type"] == "Standard_D2s_v3"
+        and web["tenant"] == "acme"
+    )
+    assert values(fams, "novacron_vm_state", vm_id=info["web-stopped"]["vm_id"]) == [5.0]
+    assert r.stats.calls["ListVirtualMachines"] == 32  # 63 VMs in the subscription, 2 per page
+
+
+def test_batch_metrics_normalised(fake: AzureFake) -> None:
+    fake.batch_sizes.clear()
+    r = refresher(provider(fake))
+    assert r.refresh()
+    # 60 running VMs: one batch of 50 and one of 10 (the deallocated VM is not asked for).
+    assert sorted(fake.batch_sizes) == [10, 50] and r.stats.calls["MetricsBatch"] == 2
+    fams = scrape(r, now=NOW)
+    vm = f"/subscriptions/{SUB}/resourcegroups/rg-web/providers/microsoft.compute/virtualmachines/web-7"
+    assert values(fams, "novacron_vm_cpu_utilisation_ratio", vm_id=vm) == [pytest.approx(0.25)]
+    assert values(fams, "novacron_vm_network_receive_bytes_per_second", vm_id=vm) == [pytest.approx(100.0)]
+    assert values(fams, "novacron_vm_status_check_failed", vm_id=vm, check="availability") == [0.0]
+    assert values(fams, "novacron_vm_disk_read_bytes_per_second", vm_id=vm) == []  # no data: absent, not NaN
+    # Defaults: period 60 s, delay 180 s; the newest point (NOW-270) ends at NOW-210.
+    age = values(fams, "novacron_cloud_data_age_seconds", metric="novacron_vm_cpu_utilisation_ratio")
+    assert age == [pytest.approx(210.0)]
+
+
+def test_late_point_arrives(fake: AzureFake) -> None:
+    p = provider(fake, defaults={"delay": "0s", "window": "10m"})
+    r = refresher(p)
+    rid = f"/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Compute/virtualMachines/web-9"
+    assert r.refresh()
+    assert values(scrape(r, now=NOW), "novacron_vm_cpu_utilisation_ratio", vm_id=rid.lower()) == [0.25]
+    fake.put(rid, "Percentage CPU", NOW - 90, 80.0)
+    assert r.refresh()
+    assert values(scrape(r, now=NOW), "novacron_vm_cpu_utilisation_ratio", vm_id=rid.lower()) == [0.8]
+
+
+def test_429_is_retried_and_counted(fake: AzureFake) -> None:
+    r = refresher(provider(fake, concurrency=1))
+    fake.throttle_next = 2
+    assert r.refresh()
+    assert sum(r.stats.throttled.values()) == 2
+    fams = scrape(r, now=NOW)
+    assert values(fams, "novacron_cloud_up") == [1.0]
+    assert sum(values(fams, "novacron_cloud_api_throttled_total")) == 2.0
+
+
+def test_wrong_token_is_an_error_not_throttling(fake: AzureFake) -> None:
+    p = provider(fake)
+
+    class Wrong(StaticTokenCredential):
+        def get_token(self, *scopes: str, **kw: Any) -> Any:
+            from azure.core.credentials import AccessToken
+
+            return AccessToken("nope", int(time.time()) + 3600)
+
+    p._credential = Wrong()
+    r = refresher(p)
+    assert not r.refresh()
+    assert r.stats.errors["ListVirtualMachines"] == 1 and not r.stats.throttled
+
+
+def test_config_errors_name_the_key() -> None:
+    from exporters.common.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config({"providers": [{"type": "azure", "regions": ["westeurope"]}]}, {"azure": AzureProvider})
+    assert err.value.key == "providers[0].subscriptions"
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {
+                "providers": [
+                    {"type": "azure", "subscriptions": ["s"], "regions": ["x"], "client_secret": "s"}
+                ]
+            },
+            {"azure": AzureProvider},
+        )
+    assert err.value.key == "providers[0].client_secret"
