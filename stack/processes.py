@@ -37,9 +37,13 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.1)
     """Poll `check` until it is true or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(Exception):
+        try:
             if check():
                 return True
+        except ProcessError:
+            raise  # the process died: waiting longer cannot help
+        except Exception:  # noqa: S110 (not ready yet: connection refused, bad answer...)
+            pass
         time.sleep(interval)
     return False
 
@@ -62,6 +66,7 @@ class ManagedProcess:
     ready_url: str | None = None
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    url: str = ""  # where the process serves, for callers; not used to manage it
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     def start(self, ready_timeout: float = 30.0) -> ManagedProcess:

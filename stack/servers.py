@@ -44,7 +44,9 @@ class Prometheus(ManagedProcess):
             "--web.enable-admin-api",
             *extra_args,
         ]
-        super().__init__("prometheus", argv, workdir / "prometheus.log", ready_url=f"{self.url}/-/ready")
+        super().__init__(
+            "prometheus", argv, workdir / "prometheus.log", ready_url=f"{self.url}/-/ready", url=self.url
+        )
 
     def api(self, path: str, **params: Any) -> Any:
         resp = requests.get(f"{self.url}/api/v1/{path}", params=params, timeout=10)
@@ -140,7 +142,9 @@ class Alertmanager(ManagedProcess):
             *cluster,
             *extra_args,
         ]
-        super().__init__("alertmanager", argv, workdir / "alertmanager.log", ready_url=f"{self.url}/-/ready")
+        super().__init__(
+            "alertmanager", argv, workdir / "alertmanager.log", ready_url=f"{self.url}/-/ready", url=self.url
+        )
 
     def alerts(self) -> list[dict[str, Any]]:
         resp = requests.get(f"{self.url}/api/v2/alerts", timeout=10)

@@ -51,7 +51,6 @@ def start_moto(tmp_dir: Path) -> ManagedProcess:
         Path(tmp_dir) / f"moto-{port}.log",
         ready_url=f"http://127.0.0.1:{port}/moto-api/",
     )
-    proc.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     return proc.start()
 
 
