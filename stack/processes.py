@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -13,6 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+
+_LIVE: set[subprocess.Popen[bytes]] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Whatever way the parent ends (a failed test, Ctrl-C), no child process group outlives it."""
+    for proc in list(_LIVE):
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
 
 
 class ProcessError(RuntimeError):
@@ -87,6 +99,7 @@ class ManagedProcess:
             start_new_session=True,
         )
         log.close()
+        _LIVE.add(self.proc)
         if self.ready_url and not wait_until(self._ready, ready_timeout):
             tail = self.log_tail()
             self.stop()
@@ -107,6 +120,7 @@ class ManagedProcess:
         """SIGTERM the whole group, then SIGKILL after `timeout`; safe to call twice."""
         if self.proc is None or self.proc.poll() is not None:
             return
+        _LIVE.discard(self.proc)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGTERM)
         try:
