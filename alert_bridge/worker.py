@@ -1,0 +1,297 @@
+"""The outbox worker: claims due notifications, delivers them with backoff and jitter, a circuit breaker per
+channel and a dead-letter queue; records every attempt. Also runs lease expiry, escalation and reconcile."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+
+from alert_bridge.channels import Channel, DeliveryError, render_message
+from alert_bridge.db import deliveries, outbox
+from alert_bridge.metrics import BridgeMetrics
+from alert_bridge.payload import PayloadError, parse_api_alert
+from alert_bridge.service import Bridge, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+CLAIM_SECONDS = 120.0  # a claimed row comes back to the queue after this if its replica dies mid-delivery
+
+
+@dataclass
+class Breaker:
+    """Closed -> open after N consecutive failures -> half-open (one trial) after the reset time."""
+
+    failures_to_open: int
+    reset_seconds: float
+    failures: int = 0
+    open_until: float = 0.0
+
+    def allow(self, now: float) -> bool:
+        return now >= self.open_until
+
+    def success(self) -> None:
+        self.failures = 0
+        self.open_until = 0.0
+
+    def failure(self, now: float) -> None:
+        self.failures += 1
+        if self.failures >= self.failures_to_open:
+            self.open_until = now + self.reset_seconds
+
+    @property
+    def state(self) -> str:
+        if self.open_until == 0.0:
+            return "closed"
+        return "open" if time.time() < self.open_until else "half-open"
+
+
+def backoff(attempt: int, base: float, maximum: float) -> float:
+    """Exponential backoff with full jitter (AWS style), capped at `maximum`."""
+    return random.uniform(0, min(maximum, base * (2 ** max(attempt - 1, 0))))
+
+
+class Worker:
+    def __init__(self, bridge: Bridge, channels: dict[str, Channel], metrics: BridgeMetrics) -> None:
+        self.bridge = bridge
+        self.channels = channels
+        self.metrics = metrics
+        cfg = bridge.config
+        self.breakers = {name: Breaker(cfg.breaker_failures, cfg.breaker_reset_seconds) for name in channels}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._reconcile_now = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bridge-deliver")
+        self._last_reconcile = 0.0
+        bridge.on_reconcile_request = self.request_reconcile
+
+    # --- lifecycle -----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for target, name in (
+            (self._deliver_loop, "bridge-outbox"),
+            (self._housekeeping_loop, "bridge-timers"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._pool.shutdown(wait=True)
+
+    def poke(self) -> None:
+        """New outbox rows were committed: deliver now instead of at the next tick."""
+        self._wake.set()
+
+    def request_reconcile(self) -> None:
+        self._reconcile_now.set()
+
+    # --- delivery ------------------------------------------------------------------------------------------
+
+    def _deliver_loop(self) -> None:
+        interval = self.bridge.config.worker_interval_seconds
+        while not self._stop.is_set():
+            try:
+                busy = self.run_once()
+            except StorageUnavailable:
+                busy = 0
+            except Exception:  # never let the worker thread die; the next tick retries
+                log.exception("outbox worker iteration failed")
+                busy = 0
+            if not busy:
+                self._wake.wait(interval)
+                self._wake.clear()
+
+    def run_once(self, limit: int = 64) -> int:
+        """Claim and deliver one batch; returns how many rows were attempted."""
+        rows = self._claim(limit)
+        if not rows:
+            return 0
+        list(self._pool.map(self._deliver, rows))
+        return len(rows)
+
+    def _claim(self, limit: int) -> list[dict[str, Any]]:
+        db = self.bridge.db
+
+        def run(conn: Any) -> list[dict[str, Any]]:
+            now = time.time()
+            candidates = (
+                conn.execute(
+                    select(outbox)
+                    .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+                    .where(outbox.c.claimed_until < now)
+                    .order_by(outbox.c.next_attempt_at, outbox.c.id)
+                    .limit(limit)
+                )
+                .mappings()
+                .all()
+            )
+            claimed = []
+            for row in candidates:
+                # Conditional update = claim; a concurrent replica that got there first sees rowcount 0.
+                got = conn.execute(
+                    update(outbox)
+                    .where(
+                        outbox.c.id == row["id"], outbox.c.claimed_until < now, outbox.c.status == "pending"
+                    )
+                    .values(claimed_until=now + CLAIM_SECONDS)
+                ).rowcount
+                if got:
+                    claimed.append(dict(row))
+            return claimed
+
+        try:
+            with db.write() as conn:
+                return run(conn)
+        except Exception as exc:
+            log.warning("outbox claim failed: %s", type(exc).__name__)
+            raise StorageUnavailable(type(exc).__name__) from None
+
+    def _deliver(self, row: dict[str, Any]) -> None:
+        name = row["channel"]
+        channel = self.channels.get(name)
+        now = time.time()
+        if channel is None:
+            self._finish(row, "dead", f"channel {name!r} is no longer configured", 0.0, permanent=True)
+            return
+        breaker = self.breakers[name]
+        if not breaker.allow(now):
+            # Not an attempt: the channel is known to be down; come back when the breaker half-opens.
+            self._reschedule(row, breaker.open_until)
+            return
+        payload = json.loads(row["payload"])
+        prefix = channel.config.options.get("subject_prefix", "[NovaCron]")
+        message = render_message(row["dedup_key"], row["kind"], row["recipient"], payload, prefix)
+        started = time.monotonic()
+        try:
+            channel.send(message)
+        except DeliveryError as exc:
+            breaker.failure(time.time())
+            self._finish(row, "failed", str(exc), time.monotonic() - started, permanent=exc.permanent)
+            return
+        except Exception as exc:  # a plugin bug must not kill the worker; treat as retryable
+            breaker.failure(time.time())
+            self._finish(row, "failed", f"{type(exc).__name__}", time.monotonic() - started, permanent=False)
+            return
+        breaker.success()
+        self._finish(row, "delivered", None, time.monotonic() - started, permanent=False)
+
+    def _reschedule(self, row: dict[str, Any], when: float) -> None:
+        with self.bridge.db.write() as conn:
+            conn.execute(
+                update(outbox).where(outbox.c.id == row["id"]).values(next_attempt_at=when, claimed_until=0.0)
+            )
+
+    def _finish(
+        self, row: dict[str, Any], result: str, error: str | None, took: float, permanent: bool
+    ) -> None:
+        cfg = self.bridge.config
+        now = time.time()
+        attempt = row["attempts"] + 1
+        values: dict[str, Any] = {"attempts": attempt, "claimed_until": 0.0, "last_error": error}
+        if result == "delivered":
+            values.update(status="delivered", delivered_at=now)
+        elif permanent or attempt >= cfg.max_attempts:
+            values.update(status="dead")
+            result = "dead"
+        else:
+            values.update(
+                next_attempt_at=now + backoff(attempt, cfg.backoff_base_seconds, cfg.backoff_max_seconds)
+            )
+        for tries in range(5):
+            try:
+                with self.bridge.db.write() as conn:
+                    conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(**values))
+                    conn.execute(
+                        deliveries.insert().values(
+                            outbox_id=row["id"],
+                            channel=row["channel"],
+                            attempt=attempt,
+                            at=now,
+                            result=result,
+                            latency_seconds=took,
+                            error=error,
+                        )
+                    )
+                break
+            except Exception as exc:
+                # Delivered but not recorded: the claim expires and the message goes again (at-least-once,
+                # with the same idempotency key), which is the documented trade-off.
+                log.warning(
+                    "recording delivery %s failed (%s), try %d", row["id"], type(exc).__name__, tries + 1
+                )
+                time.sleep(0.2 * (tries + 1))
+        self.metrics.notifications.labels(row["channel"], result).inc()
+        if result == "delivered":
+            self.metrics.latency.labels(row["channel"]).observe(max(0.0, now - row["created_at"]))
+        else:
+            self.metrics.failed.labels(row["channel"]).inc()
+            log.warning("delivery %s on %s %s: %s", row["id"], row["channel"], result, error)
+
+    # --- timers --------------------------------------------------------------------------------------------
+
+    def _housekeeping_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.housekeeping()
+            except Exception as exc:
+                log.warning("housekeeping failed: %s", type(exc).__name__)
+            self._reconcile_now.wait(1.0)
+
+    def housekeeping(self) -> None:
+        expired = self.bridge.expire_leases()
+        sent = self.bridge.run_escalations()
+        if expired or sent:
+            self.poke()
+        cfg = self.bridge.config
+        due = (
+            cfg.reconcile_interval_seconds
+            and time.time() - self._last_reconcile >= cfg.reconcile_interval_seconds
+        )
+        if self._reconcile_now.is_set() or due:
+            self._reconcile_now.clear()
+            self.reconcile()
+
+    def reconcile(self) -> int:
+        """Pull Alertmanager's full alert list (after truncatedAlerts, or periodically) and apply it."""
+        from alert_bridge.payload import Notification
+
+        am = self.bridge.alertmanager
+        self._last_reconcile = time.time()
+        if am is None:
+            return 0
+        try:
+            raw = am.alerts()
+        except Exception as exc:
+            log.warning("reconcile: Alertmanager unavailable: %s", exc)
+            return 0
+        parsed = []
+        for item in raw:
+            try:
+                parsed.append((parse_api_alert(item), _group_of(item)))
+            except PayloadError as exc:
+                log.warning("reconcile: skipping an alert: %s", exc)
+        for alert, group in parsed:
+            self.bridge.ingest(Notification(group, "firing", "reconcile", 0, "", {}, (alert,)), "reconcile")
+            if not alert.silenced:
+                self.bridge.set_suppressed(alert.fingerprint, False, "reconcile")
+        self.poke()
+        return len(parsed)
+
+
+def _group_of(item: dict[str, Any]) -> str:
+    receivers = item.get("receivers") or []
+    names = ",".join(sorted(r.get("name", "") for r in receivers if isinstance(r, dict)))
+    return f"reconcile:{names}" if names else ""

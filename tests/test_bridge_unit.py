@@ -1,0 +1,107 @@
+"""Unit tests of the bridge's pure parts: transition table, payload parsing, config validation, routing."""
+
+from __future__ import annotations
+
+import pytest
+
+from alert_bridge import lifecycle as lc
+from alert_bridge.config import parse_config
+from alert_bridge.payload import PayloadError, parse_notification, parse_time
+from alert_bridge.routing import initial_targets
+from exporters.common.config import ConfigError
+
+
+def test_every_state_event_pair_is_decided_by_the_table():
+    for state in lc.STATES:
+        for event in lc.EVENTS:
+            if (state, event) in lc.TRANSITIONS:
+                assert lc.transition(state, event) in lc.STATES
+            else:
+                with pytest.raises(lc.InvalidTransition):
+                    lc.transition(state, event)
+
+
+def test_ack_then_rise_rearms():
+    assert lc.transition(lc.FIRING, "ack") == lc.ACKNOWLEDGED
+    assert lc.transition(lc.ACKNOWLEDGED, "fire") == lc.ACKNOWLEDGED
+    assert lc.transition(lc.ACKNOWLEDGED, "rise") == lc.FIRING
+
+
+def test_go_timestamps_with_nanoseconds_and_zero_time():
+    assert parse_time("0001-01-01T00:00:00Z", "t") is None
+    assert parse_time("2026-01-01T00:00:00.123456789Z", "t") == pytest.approx(1767225600.123456789)
+    assert parse_time("2026-01-01T01:00:00+01:00", "t") == 1767225600
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ([], "JSON object"),
+        ({"version": "3", "alerts": []}, "version"),
+        ({"version": "4", "alerts": {}}, "alerts must be a list"),
+        ({"version": "4", "alerts": [{"status": "x"}]}, "status"),
+        ({"version": "4", "alerts": [{"status": "firing", "labels": {}}]}, "labels must not be empty"),
+        (
+            {"version": "4", "alerts": [{"status": "firing", "labels": {"a": "b"}, "startsAt": "yesterday"}]},
+            "RFC 3339",
+        ),
+        ({"version": "4", "truncatedAlerts": -1, "alerts": []}, "truncatedAlerts"),
+    ],
+)
+def test_bad_payloads_say_why(body, reason):
+    with pytest.raises(PayloadError, match=reason):
+        parse_notification(body)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {"channels": {"email": {"smtp": {"host": "h", "port": 99999}, "from": "a", "to": ["b"]}}}
+        )
+    assert err.value.key == "channels.email.smtp.port"
+    with pytest.raises(ConfigError) as err:
+        parse_config({"routing": {"policies": [{"channels": ["nope"]}]}})
+    assert err.value.key == "routing.policies[0].channels"
+    with pytest.raises(ConfigError) as err:
+        parse_config({"delivery": {"max_atempts": 3}})
+    assert err.value.key == "delivery.max_atempts"
+
+
+def test_routing_policy_users_and_quiet_hours(monkeypatch):
+    monkeypatch.setenv("SMS_TOKEN", "t")
+    config = parse_config(
+        {
+            "channels": {
+                "email": {"smtp": {"host": "h", "port": 25}, "from": "a@x", "to": ["ops@x"]},
+                "sms": {"account_sid": "AC1", "auth_token_env": "SMS_TOKEN", "from": "+1", "to": ["+2"]},
+            },
+            "users": {
+                "alice": {
+                    "email": "alice@x",
+                    "phone": "+3",
+                    "channels": ["email", "sms"],
+                    "min_severity": "critical",
+                },
+                "bob": {"email": "bob@x", "channels": ["email"], "quiet_hours": "00:00-24:00"},
+            },
+            "routing": {
+                "default_channels": ["email"],
+                "policies": [
+                    {"name": "db", "match": {"team": "db"}, "channels": ["email"], "users": ["alice", "bob"]}
+                ],
+            },
+        }
+    )
+    policy, targets = initial_targets(config, {"team": "db", "severity": "warning"}, 0)
+    assert policy is not None and policy.name == "db"
+    # alice wants only critical; bob is in quiet hours (all day) and this is not critical.
+    assert [(t.channel, t.recipient) for t in targets] == [("email", "")]
+    _, targets = initial_targets(config, {"team": "db", "severity": "critical"}, 0)
+    assert {(t.channel, t.recipient) for t in targets} == {
+        ("email", ""),
+        ("email", "alice@x"),
+        ("sms", "+3"),
+        ("email", "bob@x"),
+    }
+    _, targets = initial_targets(config, {"team": "web"}, 0)
+    assert [t.channel for t in targets] == ["email"]
