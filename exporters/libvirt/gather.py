@@ -274,10 +274,11 @@ class Gatherer:
             return False
         flags = self._stats_flags()
         nowait = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
-        # Half the time left for the bulk call: the other half lets every healthy domain answer alone.
+        # A third of the time for the bulk call; if it hangs, a third for every domain alone, and the
+        # last third for per-domain calls (XML, fallbacks, jobs) of the domains that answered.
         bulk = self._tracked((), conn.domainListGetStats, domains, flags, nowait)
         try:
-            records = bulk.result(timeout=deadline.left() / 2)
+            records = bulk.result(timeout=deadline.left() / 3)
         except FutureTimeout:
             records = None
         if records is not None:
@@ -285,13 +286,14 @@ class Gatherer:
                 samples[dom.UUIDString()].stats = stats
             return False
         log.warning(
-            "bulk domain stats call exceeded half the deadline; asking %d domains one by one", len(domains)
+            "bulk domain stats call hung past a third of the deadline; asking %d domains one by one",
+            len(domains),
         )
         futures = {
             d.UUIDString(): self._tracked((d.UUIDString(),), conn.domainListGetStats, [d], flags, nowait)
             for d in domains
         }
-        futures_wait(list(futures.values()), timeout=deadline.left())
+        futures_wait(list(futures.values()), timeout=deadline.left() / 2)
         for uuid, future in futures.items():
             if future.done() and future.exception() is None:
                 for _dom, stats in future.result():

@@ -1,0 +1,295 @@
+"""libvirt exporter units: domain XML metadata, metric conversion, flags, and the stuck-domain deadline."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporters.common.config import ConfigError
+from exporters.common.web import registry_with
+from exporters.libvirt.collector import DEFAULT_GROUPS, LibvirtCollector
+from exporters.libvirt.domainxml import parse_domain_xml
+from exporters.libvirt.gather import DomainSample, HostSample, Snapshot
+from exporters.libvirt.main import build_parser, parse_duration, settings_from
+from exporters.libvirt.metrics import host_families, topology_families, vm_families
+from exporters.libvirt.target import Target, silence_libvirt_stderr
+from tests.harness import test_driver_fleet
+
+silence_libvirt_stderr()
+
+NOVA_XML = """<domain type='kvm'>
+  <name>instance-0000002a</name>
+  <uuid>11111111-2222-3333-4444-555555555555</uuid>
+  <metadata>
+    <nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
+      <nova:name>web-frontend-1</nova:name>
+      <nova:flavor name="m1.large"><nova:memory>8192</nova:memory></nova:flavor>
+      <nova:owner>
+        <nova:user uuid="u-1">alice</nova:user>
+        <nova:project uuid="9f2c0a">shop</nova:project>
+      </nova:owner>
+    </nova:instance>
+  </metadata>
+  <devices>
+    <disk type='volume' device='disk'><source pool='ceph' volume='vol-1'/><target dev='vda'/></disk>
+    <disk type='file' device='cdrom'><target dev='hdc'/></disk>
+    <interface type='bridge'><mac address='52:54:00:aa:bb:cc'/><source bridge='br-ex'/>
+      <target dev='tap0'/></interface>
+    <interface type='network'><source network='default'/></interface>
+  </devices>
+</domain>"""
+
+NOVACRON_OVER_NOVA = NOVA_XML.replace(
+    "</metadata>",
+    """<novacron:instance xmlns:novacron="http://novacron.io/xmlns/libvirt/1.0">
+      <novacron:tenant>acme</novacron:tenant><novacron:region>eu-west</novacron:region>
+    </novacron:instance></metadata>""",
+)
+
+
+def test_nova_metadata_fills_identity() -> None:
+    meta = parse_domain_xml(NOVA_XML)
+    assert meta.name == "instance-0000002a"
+    assert meta.labels == {
+        "vm_name": "web-frontend-1",
+        "flavor": "m1.large",
+        "tenant": "9f2c0a",
+        "project": "shop",
+    }
+    assert [(d.device, d.pool, d.path) for d in meta.disks] == [("vda", "ceph", "vol-1"), ("hdc", "", "")]
+    # A NIC without a host-side target (inactive domain) is left out.
+    assert [(n.device, n.bridge, n.mac) for n in meta.interfaces] == [("tap0", "br-ex", "52:54:00:aa:bb:cc")]
+
+
+def test_novacron_metadata_wins_over_nova() -> None:
+    meta = parse_domain_xml(NOVACRON_OVER_NOVA)
+    assert meta.labels["tenant"] == "acme"
+    assert meta.labels["region"] == "eu-west"
+    assert meta.labels["project"] == "shop"  # not set by NovaCron: nova's value stays
+
+
+def test_bad_domain_xml_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="does not parse"):
+        parse_domain_xml("<domain>")
+    with pytest.raises(ValueError, match="expected <domain>"):
+        parse_domain_xml("<network/>")
+
+
+def _snapshot() -> Snapshot:
+    stats = {
+        "state.state": 1,
+        "state.reason": 1,
+        "cpu.time": 2_500_000_000,
+        "vcpu.current": 2,
+        "vcpu.maximum": 4,
+        "vcpu.0.time": 1_000_000_000,
+        "vcpu.0.delay": 500_000_000,
+        "vcpu.1.time": 2_000_000_000,
+        "balloon.current": 1024,
+        "balloon.maximum": 2048,
+        "block.count": 1,
+        "block.0.name": "vda",
+        "block.0.rd.bytes": 4096,
+        "net.count": 1,
+        "net.0.name": "tap0",
+        "net.0.rx.bytes": 10,
+    }
+    meta = parse_domain_xml(NOVA_XML)
+    running = DomainSample(uuid=meta.uuid, name=meta.name, stats=stats, meta=meta)
+    off = DomainSample(
+        uuid="u-off", name="off", stats={"state.state": 5, "vcpu.current": 8, "balloon.current": 4096}
+    )
+    host = HostSample(
+        hostname="kvm01", uri="qemu+ssh://kvm01.example/system", node_info=["x86_64", 4, 4, 2000, 1, 1, 2, 2]
+    )
+    return Snapshot(up=True, host=host, domains=[running, off])
+
+
+def _samples(families: Any) -> dict[str, list[Any]]:
+    text = generate_latest(registry_with(_Static(list(families)))).decode()
+    out: dict[str, list[Any]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+class _Static:
+    def __init__(self, families: list[Any]) -> None:
+        self.families = families
+
+    def collect(self) -> Any:
+        return iter(self.families)
+
+
+def test_vm_metrics_are_in_base_units_with_only_vm_id() -> None:
+    samples = _samples(vm_families(_snapshot(), DEFAULT_GROUPS))
+    uuid = "11111111-2222-3333-4444-555555555555"
+    assert samples["novacron_vm_cpu_seconds_total"][0].value == 2.5
+    assert samples["novacron_vm_cpu_seconds_total"][0].labels == {"vm_id": uuid}
+    assert samples["novacron_vm_memory_bytes"][0].value == 1024 * 1024
+    delay = {s.labels["vcpu"]: s.value for s in samples["novacron_vm_vcpu_delay_seconds_total"]}
+    assert delay == {"0": 0.5}
+    assert samples["novacron_vm_disk_read_bytes_total"][0].labels == {"vm_id": uuid, "device": "vda"}
+    assert samples["novacron_vm_network_receive_bytes_total"][0].labels == {"vm_id": uuid, "device": "tap0"}
+    info = {s.labels["vm_id"]: s.labels for s in samples["novacron_vm_info"]}
+    assert info[uuid]["vm_name"] == "web-frontend-1"
+    assert info[uuid]["account"] == "kvm01.example"  # the URI's host
+    assert info[uuid]["host"] == "kvm01" and info[uuid]["provider"] == "kvm"
+    assert info["u-off"]["vm_name"] == "off"
+    states = {s.labels["vm_id"]: s.value for s in samples["novacron_vm_state"]}
+    assert states == {uuid: 1, "u-off": 5}
+
+
+def test_overcommit_counts_only_active_domains() -> None:
+    samples = _samples(host_families(_snapshot(), DEFAULT_GROUPS))
+    assert samples["novacron_host_vcpus_allocated"][0].value == 2
+    assert samples["novacron_host_cpu_overcommit_ratio"][0].value == 0.5
+    assert samples["novacron_host_memory_overcommit_ratio"][0].value == pytest.approx(
+        1024 * 1024 / (4 * 2**20)
+    )
+    assert samples["novacron_host_cpu_sockets"][0].value == 1
+    running = [s for s in samples["novacron_host_domains"] if s.labels["state"] in ("running", "shutoff")]
+    assert {s.labels["state"]: s.value for s in running} == {"running": 1, "shutoff": 1}
+
+
+def test_topology_edges_link_host_vm_pool_and_network() -> None:
+    from exporters.libvirt.gather import NetworkSample, PoolSample
+
+    snap = _snapshot()
+    snap.host.pools = [PoolSample("ceph", 2, 10, 5, 5, "rbd", "")]
+    snap.host.networks = [NetworkSample("public", True, "br-ex")]
+    samples = _samples(topology_families(snap))
+    edges = {
+        (s.labels["source"], s.labels["target"], s.labels["kind"]) for s in samples["novacron_topology_edge"]
+    }
+    vm = "vm:11111111-2222-3333-4444-555555555555"
+    assert ("host:kvm01", vm, "runs") in edges
+    assert (vm, "pool:kvm01/ceph", "disk") in edges
+    assert (vm, "network:kvm01/public", "nic") in edges  # through the bridge name
+    kinds = {s.labels["kind"] for s in samples["novacron_topology_node"]}
+    assert kinds == {"host", "vm", "pool", "network"}
+
+
+def test_flags_select_collectors_and_reject_bad_values() -> None:
+    parser = build_parser()
+    settings = settings_from(parser.parse_args(["--no-collector.block", "--libvirt.timeout", "750ms"]))
+    assert "block" not in settings.groups and "cpu" in settings.groups
+    assert settings.timeout == 0.75
+    with pytest.raises(ConfigError) as err:
+        settings_from(parser.parse_args(["--probe.allowed-targets", "("]))
+    assert err.value.key == "probe.allowed-targets"
+    with pytest.raises(ConfigError) as err:
+        settings_from(parser.parse_args(["--web.telemetry-path", "/probe"]))
+    assert err.value.key == "web.telemetry-path"
+    assert parse_duration("1m", "k") == 60
+    with pytest.raises(ConfigError):
+        parse_duration("0s", "k")
+
+
+class _StuckDomain:
+    """A virDomain stand-in whose every libvirt call blocks until released (a hung QEMU monitor)."""
+
+    def __init__(self, real: Any, release: threading.Event) -> None:
+        self.real = real
+        self.release = release
+
+    def UUIDString(self) -> str:
+        return str(self.real.UUIDString())
+
+    def name(self) -> str:
+        return str(self.real.name())
+
+    def ID(self) -> int:
+        return int(self.real.ID())
+
+    def __getattr__(self, attr: str) -> Any:
+        method = getattr(self.real, attr)
+
+        def blocked(*args: Any) -> Any:
+            self.release.wait()
+            return method(*args)
+
+        return blocked
+
+
+class _ConnWithStuckDomain:
+    """A real test-driver connection in which one domain never answers, in bulk or alone."""
+
+    def __init__(self, real: Any, stuck_name: str, release: threading.Event) -> None:
+        self.real = real
+        self.stuck_name = stuck_name
+        self.release = release
+        self.bulk_calls = 0
+
+    def listAllDomains(self, flags: int = 0) -> list[Any]:
+        return [
+            _StuckDomain(d, self.release) if d.name() == self.stuck_name else d
+            for d in self.real.listAllDomains(flags)
+        ]
+
+    def domainListGetStats(self, doms: list[Any], stats: int, flags: int) -> list[Any]:
+        self.bulk_calls += 1
+        if any(isinstance(d, _StuckDomain) for d in doms):
+            self.release.wait()
+        wrapped = {d.UUIDString(): d for d in doms}
+        real = [d.real if isinstance(d, _StuckDomain) else d for d in doms]
+        return [(wrapped[d.UUIDString()], s) for d, s in self.real.domainListGetStats(real, stats, flags)]
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.real, attr)
+
+
+def test_a_domain_that_never_answers_costs_only_itself(tmp_path: Path) -> None:
+    uri = test_driver_fleet(tmp_path, n_domains=50, seed=3)
+    release = threading.Event()
+    real = libvirt.openReadOnly(uri)
+    stuck_name = sorted(d.name() for d in real.listAllDomains())[17]
+    conn = _ConnWithStuckDomain(real, stuck_name, release)
+    target = Target(uri, DEFAULT_GROUPS, opener=lambda _uri: conn)
+    try:
+        for attempt in range(2):
+            started = time.monotonic()
+            text = generate_latest(
+                registry_with(LibvirtCollector(target, DEFAULT_GROUPS, timeout=1.5))
+            ).decode()
+            elapsed = time.monotonic() - started
+            assert elapsed < 2.5, f"scrape {attempt} took {elapsed:.2f}s with a 1.5s deadline"
+            samples = _samples_text(text)
+            assert samples["novacron_libvirt_up"][0].value == 1
+            timed_out = [s.labels["vm_id"] for s in samples["novacron_libvirt_domain_stats_timed_out"]]
+            stuck_uuid = next(d.UUIDString() for d in real.listAllDomains() if d.name() == stuck_name)
+            assert timed_out == [stuck_uuid]
+            cpu = {s.labels["vm_id"] for s in samples["novacron_vm_cpu_seconds_total"]}
+            assert len(cpu) == 49 and stuck_uuid not in cpu
+            info = {s.labels["vm_id"] for s in samples["novacron_vm_info"]}
+            assert len(info) == 50  # identity of the stuck domain is still served
+        # The second scrape did not ask the stuck domain again: at most the first scrape's calls are pinned.
+        assert target.pool.busy() <= 2
+    finally:
+        release.set()
+        target.close()
+
+
+def _samples_text(text: str) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def test_unreachable_libvirt_is_up_zero_not_an_error(tmp_path: Path) -> None:
+    target = Target(f"test://{tmp_path}/missing.xml", DEFAULT_GROUPS)
+    text = generate_latest(registry_with(LibvirtCollector(target, DEFAULT_GROUPS, timeout=2))).decode()
+    samples = _samples_text(text)
+    assert samples["novacron_libvirt_up"][0].value == 0
+    assert samples["novacron_libvirt_scrape_errors_total"][0].value == 1
+    assert "novacron_vm_state" not in samples
