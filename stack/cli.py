@@ -15,7 +15,7 @@ from stack.config import load_stack_config
 from stack.processes import http_ok
 
 # Modules that add subcommands of their own: each provides `register(subparsers)`.
-EXTRA_SUBCOMMAND_MODULES = ["stack.rules_cmd"]
+EXTRA_SUBCOMMAND_MODULES = ["stack.rules_cmd", "stack.cardinality"]
 
 
 def _cmd_up(args: argparse.Namespace) -> int:

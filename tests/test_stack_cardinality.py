@@ -1,0 +1,68 @@
+"""`novacron cardinality` against a real Prometheus scraping a real libvirt exporter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from stack.cardinality import build_report
+from stack.plan import _bin
+from stack.processes import ManagedProcess, free_port
+from tests.harness import start_prometheus, test_driver_fleet
+
+
+def test_report_names_the_biggest_metrics_targets_and_flags_limits(tmp_path: Path) -> None:
+    port = free_port()
+    uri = test_driver_fleet(tmp_path, n_domains=50)
+    argv = [
+        _bin("novacron-libvirt-exporter"),
+        f"--libvirt.uri={uri}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    url = f"http://127.0.0.1:{port}"
+    with ManagedProcess("exporter", argv, tmp_path / "exp.log", ready_url=f"{url}/metrics") as _exporter:
+        scrape = [{"job_name": "libvirt", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
+        with start_prometheus(tmp_path, scrape) as prom:
+            prom.wait_for('scrape_samples_scraped{job="libvirt"} > 0')
+            report = build_report(prom.url, label_value_limit=40, target_sample_limit=100)
+            assert report.head_series > 50
+            names = dict(report.top_metrics)
+            assert names.get("novacron_vm_info") == 50
+            assert any(job == "libvirt" and n > 100 for job, _inst, n in report.targets)
+            assert any("label vm_id" in w for w in report.warnings)
+            assert any("target libvirt/" in w and "sample_limit" in w for w in report.warnings)
+
+            cli = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "stack.cli",
+                    "cardinality",
+                    f"--prometheus.url={prom.url}",
+                    "--format=json",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert cli.returncode == 0, cli.stderr
+            assert json.loads(cli.stdout)["head_series"] >= report.head_series - 5
+
+
+def test_unreachable_prometheus_is_a_clear_error() -> None:
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stack.cli",
+            "cardinality",
+            f"--prometheus.url=http://127.0.0.1:{free_port()}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 1
+    assert "cannot read status/tsdb" in cli.stderr and "Traceback" not in cli.stderr
