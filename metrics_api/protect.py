@@ -1,0 +1,75 @@
+"""Protection for Prometheus: a TTL cache for identical upstream requests, per-principal rate limits."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+
+class ResultCache:
+    """LRU with a time-to-live; keys are the exact upstream request, so entries are safe to share.
+
+    Two callers with the same scoped query ask Prometheus the same thing and get the same answer; a caller
+    with other tenants has other matchers in its query and so another key.
+    """
+
+    def __init__(
+        self, ttl_seconds: float, max_entries: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._clock = clock
+        self._data: OrderedDict[tuple[Any, ...], tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[Any, ...]) -> Any | None:
+        if self.ttl <= 0:
+            return None
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            expires, value = item
+            if expires < self._clock():
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._data[key] = (self._clock() + self.ttl, value)
+            self._data.move_to_end(key)
+            while len(self._data) > self.max_entries:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class RateLimiter:
+    """A token bucket per principal name: `rate` requests per second sustained, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, who: str) -> float:
+        """0 when allowed; otherwise the seconds to wait before the next request will be."""
+        now = self._clock()
+        with self._lock:
+            tokens, last = self._buckets.get(who, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[who] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[who] = (tokens, now)
+            return (1.0 - tokens) / self.rate
