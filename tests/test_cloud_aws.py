@@ -40,7 +40,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
 
 @pytest.fixture(scope="module")
 def fleet(moto: ManagedProcess) -> dict[str, list[str]]:
-    url = moto.url  # type: ignore[attr-defined]
+    url = aws_seed.endpoint_of(moto)
     prod = aws_seed.launch(url, REGION, 3, {"env": "prod", "tenant": "acme"})
     dev = aws_seed.launch(url, REGION, 2, {"env": "dev"})
     other = aws_seed.launch(url, OTHER, 1, {"env": "prod"})
@@ -62,7 +62,7 @@ def provider(moto: ManagedProcess, **extra: Any) -> AwsProvider:
         "type": "aws",
         "account": "123456789012",
         "regions": [REGION, OTHER],
-        "endpoint_url": moto.url,  # type: ignore[attr-defined]
+        "endpoint_url": aws_seed.endpoint_of(moto),
         "discovery": {"tags": {"env": "prod"}},
         "defaults": {"period": "1m", "delay": "1m", "window": "5m"},
         "concurrency": 1,
@@ -218,7 +218,7 @@ def test_late_datapoints_leave_no_gap_then_update(moto: ManagedProcess, fleet: d
         fams, "novacron_cloud_data_age_seconds", region=REGION, metric="novacron_vm_cpu_utilisation_ratio"
     )
     assert age == [pytest.approx(90.0)]  # NOW is 30 s into a period; newest data ends one period earlier
-    aws_seed.put(moto.url, REGION, [(vm, "CPUUtilization", NOW - 60, 99.0)])  # type: ignore[attr-defined]
+    aws_seed.put(aws_seed.endpoint_of(moto), REGION, [(vm, "CPUUtilization", NOW - 60, 99.0)])
     assert r.refresh()
     fams = scrape(r)
     assert values(fams, "novacron_vm_cpu_utilisation_ratio", vm_id=vm) == [pytest.approx(0.99)]
@@ -241,7 +241,7 @@ def test_ebs_and_agent_namespaces(moto: ManagedProcess, fleet: dict[str, list[st
     assert r.refresh()
     vm = fleet["prod"][0]
     volume = next(v for v, owner in p._volumes[REGION].items() if owner == vm)
-    url = moto.url  # type: ignore[attr-defined]
+    url = aws_seed.endpoint_of(moto)
     aws_seed.put(url, REGION, [(vm, "mem_used_percent", NOW - 120, 55.0)], namespace="CWAgent")
     aws_seed.put(url, REGION, [(volume, "VolumeReadBytes", NOW - 120, 1200.0)], "AWS/EBS", "VolumeId")
     aws_seed.put(url, REGION, [(vm, "DiskReadBytes", NOW - 120, 600.0)])

@@ -122,7 +122,7 @@ class Provider(ABC):
         """The (account, region) units this provider refreshes independently."""
 
     @abstractmethod
-    def discover(self, target: Target, api: ApiCaller) -> list[VM]:
+    def discover(self, target: Target, now: float, api: ApiCaller) -> list[VM]:
         """The VMs of one target (running and stopped; terminated ones are left out)."""
 
     @abstractmethod

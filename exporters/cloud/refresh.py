@@ -125,8 +125,9 @@ class TargetRefresher:
         caller = RecordingCaller(self.provider, self.stats, self.prices, self.backoff, self.sleep, self.rng)
         started = time.monotonic()
         try:
-            vms = self.provider.discover(self.target, caller)
-            samples = self.provider.fetch(self.target, vms, self.clock(), caller)
+            now = self.clock()
+            vms = self.provider.discover(self.target, now, caller)
+            samples = self.provider.fetch(self.target, vms, now, caller)
         except Exception as exc:  # one account's failure must not stop the exporter
             self.breaker.record_failure()
             self.up = False

@@ -91,3 +91,9 @@ def history(
         out.extend((vm, name, t, value) for vm in ids for name, value in metrics.items())
         t += step
     return out
+
+
+def endpoint_of(proc: Any) -> str:
+    """moto's endpoint URL from the harness process (its `url`, or derived from its readiness URL)."""
+    url = getattr(proc, "url", "") or str(proc.ready_url).split("/moto-api", 1)[0]
+    return str(url)

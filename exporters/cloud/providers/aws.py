@@ -222,7 +222,7 @@ class AwsProvider(Provider):
 
     # -- discovery ---------------------------------------------------------------------------------------
 
-    def discover(self, target: Target, api: ApiCaller) -> list[VM]:
+    def discover(self, target: Target, now: float, api: ApiCaller) -> list[VM]:
         ec2 = self.clients[target.region].ec2
         filters = [{"Name": f"tag:{k}", "Values": list(v)} for k, v in self.tags.items()] + self.filters
         if not any(f["Name"] == "instance-state-name" for f in filters):

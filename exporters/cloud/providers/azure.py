@@ -199,7 +199,7 @@ class AzureProvider(Provider):
 
     # -- discovery ---------------------------------------------------------------------------------------
 
-    def discover(self, target: Target, api: ApiCaller) -> list[VM]:
+    def discover(self, target: Target, now: float, api: ApiCaller) -> list[VM]:
         sub = target.account
         if self.resource_groups:
             urls = [
