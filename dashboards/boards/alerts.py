@@ -64,7 +64,7 @@ def alerts() -> Board:
     board.add(
         ts(
             "Alertmanager alerts",
-            "Alerts held by Alertmanager by state (active, suppressed, unprocessed).",
+            "Alerts held by Alertmanager by state (active, suppressed).",
             "short",
             Query("sum by(state) (alertmanager_alerts)", "{{state}}"),
         ),
@@ -90,7 +90,7 @@ def alerts() -> Board:
     board.add(
         ts(
             "Bridge alerts by state",
-            "Alerts in the bridge: firing, acknowledged, suppressed, resolved.",
+            "Alert episodes in the bridge: firing, acknowledged, resolved...",
             "short",
             Query("sum by(state) (novacron_bridge_alerts)", "{{state}}"),
             stack=True,
@@ -100,11 +100,34 @@ def alerts() -> Board:
     board.add(
         ts(
             "Bridge deliveries",
-            "Notifications per channel and result (sent, failed, dead-lettered).",
+            "Notifications per channel and result (delivered, failed, dead).",
             "ops",
             Query(
                 "sum by(channel, result) (rate(novacron_bridge_notifications_total[$__rate_interval]))",
                 "{{channel}} {{result}}",
+            ),
+        ),
+        w=12,
+    )
+    board.add(
+        ts(
+            "Outbox and dead letters",
+            "Notifications waiting to be sent, and those given up on.",
+            "short",
+            Query("max(novacron_bridge_outbox_depth)", "outbox"),
+            Query("max(novacron_bridge_dead_letters)", "dead letters"),
+        ),
+        w=12,
+    )
+    board.add(
+        ts(
+            "Delivery latency p95",
+            "95th percentile from state change to delivery, per channel.",
+            "s",
+            Query(
+                "histogram_quantile(0.95, sum by(channel, le) "
+                "(rate(novacron_bridge_delivery_latency_seconds_bucket[$__rate_interval])))",
+                "{{channel}}",
             ),
         ),
         w=12,

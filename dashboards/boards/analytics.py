@@ -16,7 +16,9 @@ from dashboards.sdk import (
     vm_link,
 )
 
-IDLE = 'novacron_vm_workload_class{class="idle"} == 1'
+CPU = "vm:novacron_vm_cpu_utilisation:ratio"
+RECOMMENDED = 'novacron_vm_recommended_vcpus{risk="balanced"}'
+FORECAST_1D = 'novacron_vm_cpu_forecast_cores{horizon="1d"}'
 
 
 def analytics() -> Board:
@@ -35,9 +37,9 @@ def analytics() -> Board:
     board.add(
         stat_panel(
             "Idle VMs",
-            "VMs the sidecar classifies as idle.",
+            "VMs meeting the sidecar's idle thresholds.",
             "short",
-            Query(f"count({only_vm(IDLE)}) or vector(0)"),
+            Query(f"count({only_vm('novacron_vm_idle == 1')}) or vector(0)"),
             steps=((None, "green"), (1, "orange")),
         ),
         w=6,
@@ -46,11 +48,9 @@ def analytics() -> Board:
     board.add(
         stat_panel(
             "vCPUs reclaimable",
-            "Allocated minus recommended vCPUs, summed over the selection.",
+            "Allocated minus recommended vCPUs over the selection.",
             "short",
-            Query(
-                f"sum({only_vm('novacron_vm_vcpus')}) - " f"sum({only_vm('novacron_vm_recommended_vcpus')})"
-            ),
+            Query(f"sum({only_vm('novacron_vm_vcpus')}) - sum({only_vm(RECOMMENDED)})"),
         ),
         w=6,
         h=5,
@@ -58,9 +58,12 @@ def analytics() -> Board:
     board.add(
         stat_panel(
             "Hosts freed by consolidation",
-            "Hosts the consolidation plan would empty.",
+            "Hosts in use now minus hosts the bin packing needs.",
             "short",
-            Query("max(novacron_consolidation_hosts_freed)"),
+            Query(
+                'sum(novacron_consolidation_hosts{scenario="current"}) - '
+                'sum(novacron_consolidation_hosts{scenario="needed"})'
+            ),
         ),
         w=6,
         h=5,
@@ -68,9 +71,9 @@ def analytics() -> Board:
     board.add(
         stat_panel(
             "Fleet efficiency",
-            "Used CPU over allocated CPU across the selection.",
+            "Mean efficiency score: p95 usage over allocation, capped at 1.",
             "percentunit",
-            Query(f"avg({only_vm('vm:novacron_vm_cpu_utilisation:ratio')})"),
+            Query(f"avg({only_vm('novacron_vm_efficiency_ratio')})"),
             steps=((None, "red"), (0.3, "orange"), (0.6, "green")),
         ),
         w=6,
@@ -79,9 +82,9 @@ def analytics() -> Board:
     board.add(
         table_panel(
             "Recommendations",
-            "Recommended vCPUs per VM (click a VM for its detail).",
+            "Recommended vCPUs per VM (balanced risk); click a VM for its detail.",
             "short",
-            Query(by_vm("novacron_vm_recommended_vcpus", "vm_name, host, tenant"), instant=True, table=True),
+            Query(by_vm(RECOMMENDED, "vm_name, host, tenant"), instant=True, table=True),
             links=[vm_link()],
         ),
         w=12,
@@ -101,34 +104,33 @@ def analytics() -> Board:
     board.row("Forecasts and anomalies")
     board.add(
         ts(
-            "Fleet CPU forecast",
-            "Forecast of busy cores with its prediction interval.",
+            "Fleet CPU forecast (1 day)",
+            "Forecast busy cores one day ahead with its prediction interval.",
             "short",
-            Query(f"sum({only_vm('novacron_vm_cpu_forecast_cores')})", "forecast"),
-            Query(f"sum({only_vm('novacron_vm_cpu_forecast_upper_cores')})", "upper"),
-            Query(f"sum({only_vm('novacron_vm_cpu_forecast_lower_cores')})", "lower"),
+            Query(f"sum by(bound) ({only_vm(FORECAST_1D)})", "{{bound}}"),
         ),
         w=12,
     )
     board.add(
         ts(
-            "Anomaly scores",
+            "Top anomaly scores",
             "The ten highest anomaly scores (0 normal, 1 anomalous).",
             "short",
-            Query(f"topk(10, {by_vm('novacron_anomaly_score', 'vm_name')})", "{{vm_name}}"),
+            Query(f"topk(10, {by_vm('novacron_anomaly_score', 'vm_name')})", "{{vm_name}} {{resource}}"),
             max_value=1,
         ),
         w=12,
     )
     board.add(
         table_panel(
-            "Outside baseline band",
-            "Series whose value left the learned seasonal band.",
-            "short",
+            "CPU against its baseline band",
+            "VMs whose CPU is above the upper edge of the learned "
+            "band, or whose anomaly score is over 0.5.",
+            "percentunit",
             Query(
-                "(novacron_baseline_upper < on(vm_id) group_left() "
-                f"vm:novacron_vm_cpu_utilisation:ratio) * on(vm_id) group_left(vm_name) {VM_INFO} "
-                f"or novacron_anomaly_score * on(vm_id) group_left(vm_name) {VM_INFO} > 0.9",
+                f'({CPU} > on(vm_id) novacron_baseline_upper{{resource="cpu"}} '
+                f'or on(vm_id) {CPU} and on(vm_id) novacron_anomaly_score{{resource="cpu"}} > 0.5)'
+                f" * on(vm_id) group_left(vm_name, host) {VM_INFO}",
                 instant=True,
                 table=True,
             ),
@@ -144,7 +146,7 @@ def capacity() -> Board:
     board = Board(
         uid="novacron-capacity",
         title="NovaCron / Capacity planning",
-        description="Allocation against capacity per host, headroom and forecast time to exhaustion.",
+        description="Allocation against capacity per host; forecast time to exhaustion of hosts and pools.",
         tags=["novacron", "capacity"],
         folder="NovaCron",
         variables=fleet_variables(),
@@ -154,11 +156,28 @@ def capacity() -> Board:
     )
     board.add(
         table_panel(
-            "Time to exhaustion",
+            "Host time to exhaustion",
             "Forecast days until a host resource runs out (sidecar).",
             "d",
             Query(
-                "min by(host, resource) (novacron_host_exhaustion_seconds) / 86400", instant=True, table=True
+                'min by(host, resource) (novacron_host_time_to_exhaustion_seconds{host=~"$host"})' " / 86400",
+                instant=True,
+                table=True,
+            ),
+        ),
+        w=12,
+        h=9,
+    )
+    board.add(
+        table_panel(
+            "Storage pool time to exhaustion",
+            "Forecast days until a pool fills (sidecar).",
+            "d",
+            Query(
+                'min by(host, pool) (novacron_storage_pool_time_to_exhaustion_seconds{host=~"$host"})'
+                " / 86400",
+                instant=True,
+                table=True,
             ),
         ),
         w=12,
@@ -166,28 +185,33 @@ def capacity() -> Board:
     )
     board.add(
         ts(
-            "vCPU allocation per host",
-            "Allocated vCPUs divided by the host's CPUs.",
-            "percentunit",
-            Query(
-                f"sum by(host) (novacron_vm_vcpus * on(vm_id) group_left(host) {VM_INFO}) "
-                "/ on(host) group_left() max by(host) (novacron_host_cpus)",
-                "{{host}}",
-            ),
+            "vCPU overcommit per host",
+            "Allocated vCPUs per logical CPU.",
+            "short",
+            Query('max by(host) (novacron_host_cpu_overcommit_ratio{host=~"$host"})', "{{host}}"),
         ),
         w=12,
-        h=9,
     )
     board.add(
         ts(
-            "Memory allocation per host",
-            "Allocated VM memory divided by the host's memory.",
+            "Memory overcommit per host",
+            "Allocated VM memory over host memory.",
+            "percentunit",
+            Query('max by(host) (novacron_host_memory_overcommit_ratio{host=~"$host"})', "{{host}}"),
+        ),
+        w=12,
+    )
+    board.add(
+        ts(
+            "Storage pool usage",
+            "Allocated share of each storage pool.",
             "percentunit",
             Query(
-                f"sum by(host) (novacron_vm_memory_bytes * on(vm_id) group_left(host) {VM_INFO}) "
-                "/ on(host) group_left() max by(host) (novacron_host_memory_bytes)",
-                "{{host}}",
+                'max by(host, pool) (novacron_storage_pool_allocation_bytes{host=~"$host"}) / '
+                'max by(host, pool) (novacron_storage_pool_capacity_bytes{host=~"$host"} > 0)',
+                "{{host}} {{pool}}",
             ),
+            max_value=1,
         ),
         w=12,
     )

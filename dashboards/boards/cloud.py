@@ -1,4 +1,4 @@
-"""Cloud cost and API health: spend per provider and tenant, and the cloud exporter's provider API calls."""
+"""Cloud cost and API health: VM cost per provider and tenant, and the cloud exporter's provider API calls."""
 
 from __future__ import annotations
 
@@ -14,15 +14,19 @@ from dashboards.sdk import (
     ts,
 )
 
-COST = "novacron_vm_cost_per_hour"
-API = 'provider=~"$provider"'
+COST = "novacron_vm_cost_per_month"  # analytics sidecar, from its price catalogue
+API = 'provider=~"$provider", region=~"$region"'
+
+
+def _rate(metric: str, by: str) -> str:
+    return f"sum by({by}) (rate({metric}{{{API}}}[$__rate_interval]))"
 
 
 def cloud() -> Board:
     board = Board(
         uid="novacron-cloud",
         title="NovaCron / Cloud cost and API health",
-        description="Hourly VM cost per provider and tenant, and the health and cost of provider API calls.",
+        description="Monthly VM cost per provider and tenant; health, freshness and cost of cloud API calls.",
         tags=["novacron", "cloud", "cost"],
         folder="NovaCron",
         tenant_scoped=True,
@@ -32,8 +36,8 @@ def cloud() -> Board:
     board.row("Cost")
     board.add(
         stat_panel(
-            "Cost per hour",
-            "Estimated spend per hour of the selected VMs (price catalogue).",
+            "Cost per month",
+            "Estimated monthly cost of the selected VMs (price catalogue).",
             "currencyUSD",
             Query(f"sum({only_vm(COST)})"),
         ),
@@ -42,29 +46,49 @@ def cloud() -> Board:
     )
     board.add(
         stat_panel(
-            "Cost per 30 days",
-            "The current hourly cost extrapolated to 30 days.",
+            "Potential savings",
+            "Monthly savings if every right-sizing recommendation were applied.",
             "currencyUSD",
-            Query(f"sum({only_vm(COST)}) * 24 * 30"),
+            Query(f"sum({only_vm('novacron_vm_potential_savings_per_month')})"),
+        ),
+        w=6,
+        h=5,
+    )
+    board.add(
+        stat_panel(
+            "Cloud API cost",
+            "Estimated cost of the exporter's own cloud API calls per day.",
+            "currencyUSD",
+            Query(f"sum(increase(novacron_cloud_api_cost_dollars_total{{{API}}}[1d]))"),
+        ),
+        w=6,
+        h=5,
+    )
+    board.add(
+        stat_panel(
+            "Provider targets up",
+            "Cloud accounts/regions whose last refresh succeeded.",
+            "short",
+            Query(f"sum(novacron_cloud_up{{{API}}})"),
         ),
         w=6,
         h=5,
     )
     board.add(
         ts(
-            "Cost per hour by provider",
-            "Hourly spend per provider.",
+            "Cost per month by provider",
+            "Monthly cost per provider.",
             "currencyUSD",
             Query(f"sum by(provider) ({COST} * on(vm_id) group_left(provider) {VM_INFO})", "{{provider}}"),
             stack=True,
         ),
         w=12,
-        h=10,
+        h=9,
     )
     board.add(
         table_panel(
             "Cost by tenant",
-            "Hourly spend per tenant and provider.",
+            "Monthly cost per tenant and provider.",
             "currencyUSD",
             Query(
                 f"sum by(tenant, provider) ({COST} * on(vm_id) group_left(tenant, provider) {VM_INFO})",
@@ -73,55 +97,51 @@ def cloud() -> Board:
             ),
         ),
         w=12,
-        h=8,
+        h=9,
     )
     board.row("Provider APIs")
     board.add(
         ts(
-            "API requests",
-            "Provider API calls per second by provider and outcome.",
+            "API calls",
+            "Cloud API calls per second by provider and operation.",
             "reqps",
             Query(
-                f"sum by(provider, outcome) (rate(novacron_cloud_api_requests_total{{{API}}}"
-                "[$__rate_interval]))",
-                "{{provider}} {{outcome}}",
+                _rate("novacron_cloud_api_calls_total", "provider, operation"), "{{provider}} {{operation}}"
             ),
         ),
         w=12,
     )
     board.add(
         ts(
-            "API error ratio",
-            "Share of provider API calls that failed (throttling, auth, server errors).",
-            "percentunit",
-            Query(
-                f'sum by(provider) (rate(novacron_cloud_api_requests_total{{{API}, outcome!="success"}}'
-                f"[$__rate_interval])) / sum by(provider) (rate(novacron_cloud_api_requests_total{{{API}}}"
-                "[$__rate_interval]))",
-                "{{provider}}",
-            ),
-        ),
-        w=12,
-    )
-    board.add(
-        ts(
-            "API latency p95",
-            "95th percentile of provider API call latency.",
-            "s",
-            Query(
-                "histogram_quantile(0.95, sum by(provider, le) (rate("
-                f"novacron_cloud_api_request_duration_seconds_bucket{{{API}}}[$__rate_interval])))",
-                "{{provider}}",
-            ),
+            "API errors and throttling",
+            "Failed and throttled calls per second.",
+            "reqps",
+            Query(_rate("novacron_cloud_api_errors_total", "provider"), "{{provider}} errors"),
+            Query(_rate("novacron_cloud_api_throttled_total", "provider"), "{{provider}} throttled"),
         ),
         w=12,
     )
     board.add(
         ts(
             "Data age",
-            "Age of the newest cloud datapoint served (cloud metrics arrive late).",
+            "Age of the oldest value served per metric (cloud metrics arrive late).",
             "s",
-            Query(f"max by(provider) (novacron_cloud_data_age_seconds{{{API}}})", "{{provider}}"),
+            Query(
+                f"max by(provider, metric) (novacron_cloud_data_age_seconds{{{API}}})",
+                "{{provider}} {{metric}}",
+            ),
+        ),
+        w=12,
+    )
+    board.add(
+        ts(
+            "Refresh duration",
+            "How long each account/region refresh takes.",
+            "s",
+            Query(
+                f"max by(provider, region) (novacron_cloud_refresh_duration_seconds{{{API}}})",
+                "{{provider}} {{region}}",
+            ),
         ),
         w=12,
     )

@@ -23,23 +23,13 @@ from dashboards.sdk import (
 
 CPU = "vm:novacron_vm_cpu_utilisation:ratio"
 MEM = "vm:novacron_vm_memory_utilisation:ratio"
-# KVM exposes counters, clouds expose per-second gauges: one expression covers both.
-NET_RX = (
-    "sum by(vm_id) (rate(novacron_vm_network_receive_bytes_total[$__rate_interval]))"
-    " or novacron_vm_network_receive_bytes_per_second"
-)
-NET_TX = (
-    "sum by(vm_id) (rate(novacron_vm_network_transmit_bytes_total[$__rate_interval]))"
-    " or novacron_vm_network_transmit_bytes_per_second"
-)
-DISK_RD = (
-    "sum by(vm_id) (rate(novacron_vm_disk_read_bytes_total[$__rate_interval]))"
-    " or novacron_vm_disk_read_bytes_per_second"
-)
-DISK_WR = (
-    "sum by(vm_id) (rate(novacron_vm_disk_write_bytes_total[$__rate_interval]))"
-    " or novacron_vm_disk_write_bytes_per_second"
-)
+# The recording rules in rules/vm.rules.yml unify KVM counters and cloud per-second gauges per concept.
+NET_RX = "vm:novacron_vm_network_receive_bytes:rate1m"
+NET_TX = "vm:novacron_vm_network_transmit_bytes:rate1m"
+DISK_RD = "vm:novacron_vm_disk_read_bytes:rate1m"
+DISK_WR = "vm:novacron_vm_disk_write_bytes:rate1m"
+HOST_CPU = "host:novacron_host_cpu_utilisation:ratio"
+HOST_MEM = "host:novacron_host_memory_utilisation:ratio"
 
 
 def fleet_overview() -> Board:
@@ -196,11 +186,12 @@ def fleet_overview() -> Board:
 
 
 def host_detail() -> Board:
-    host_vms = 'novacron_vm_info{host="$host"}'
+    host = 'host="$host"'
+    host_vms = f"novacron_vm_info{{{host}}}"
     board = Board(
         uid="novacron-host-detail",
         title="NovaCron / Host detail",
-        description="One hypervisor host: capacity, allocation and the VMs placed on it.",
+        description="One hypervisor host: capacity, utilisation, overcommit and the VMs placed on it.",
         tags=["novacron", "host"],
         folder="NovaCron",
         variables=host_variables(),
@@ -208,69 +199,112 @@ def host_detail() -> Board:
     )
     board.row("Capacity")
     board.add(
-        stat_panel("VMs on host", "Domains defined on this host.", "short", Query(f"count({host_vms})")),
-        w=6,
+        stat_panel(
+            "VMs on host",
+            "Domains defined on this host, whatever their state.",
+            "short",
+            Query(f"sum(novacron_host_domains{{{host}}})"),
+        ),
+        w=4,
         h=4,
     )
     board.add(
         stat_panel(
             "Host CPUs",
-            "Physical CPUs (threads) reported by libvirt.",
+            "Logical CPUs reported by libvirt (sockets x cores x threads).",
             "short",
-            Query('novacron_host_cpus{host="$host"}'),
+            Query(f"max(novacron_host_cpus{{{host}}})"),
         ),
-        w=6,
+        w=4,
+        h=4,
+    )
+    board.add(
+        stat_panel(
+            "Host memory",
+            "Physical memory of the host.",
+            "bytes",
+            Query(f"max(novacron_host_memory_bytes{{{host}}})"),
+        ),
+        w=4,
         h=4,
     )
     board.add(
         stat_panel(
             "vCPU overcommit",
-            "Allocated vCPUs per physical CPU.",
+            "Allocated vCPUs per logical CPU (over 1 means overcommitted).",
             "short",
-            Query(
-                f"sum(novacron_vm_vcpus * on(vm_id) group_left() {host_vms})"
-                ' / sum(novacron_host_cpus{host="$host"})'
-            ),
+            Query(f"max(novacron_host_cpu_overcommit_ratio{{{host}}})"),
             steps=((None, "green"), (2, "orange"), (4, "red")),
         ),
-        w=6,
+        w=4,
         h=4,
     )
     board.add(
         stat_panel(
-            "Memory allocated",
-            "VM memory as a share of the host's memory.",
+            "Memory overcommit",
+            "Memory allocated to VMs over the host's memory.",
             "percentunit",
-            Query(
-                f"sum(novacron_vm_memory_bytes * on(vm_id) group_left() {host_vms})"
-                ' / sum(novacron_host_memory_bytes{host="$host"})'
-            ),
-            steps=UTIL_THRESHOLDS,
+            Query(f"max(novacron_host_memory_overcommit_ratio{{{host}}})"),
+            steps=((None, "green"), (1, "orange"), (1.5, "red")),
         ),
-        w=6,
+        w=4,
+        h=4,
+    )
+    board.add(
+        stat_panel(
+            "Running VMs",
+            "Domains in the running state.",
+            "short",
+            Query(f'sum(novacron_host_domains{{{host}, state="running"}})'),
+        ),
+        w=4,
         h=4,
     )
     board.add(
         ts(
-            "CPU used by VMs",
-            "Sum of the VMs' CPU time per second on this host (cores busy).",
-            "short",
-            Query(
-                f"sum(rate(novacron_vm_cpu_seconds_total[$__rate_interval]) * on(vm_id) group_left() "
-                f"{host_vms})",
-                "cores busy",
-            ),
-            Query('sum(novacron_host_cpus{host="$host"})', "host CPUs"),
+            "Host CPU utilisation",
+            "Busy share of the host's CPUs (all modes but idle).",
+            "percentunit",
+            Query(f"{HOST_CPU}{{{host}}}", "host CPU"),
+            max_value=1,
         ),
         w=12,
     )
     board.add(
         ts(
-            "Memory",
-            "Memory allocated to VMs against the host's total.",
+            "Host memory",
+            "Used memory against the host's total.",
             "bytes",
-            Query(f"sum(novacron_vm_memory_bytes * on(vm_id) group_left() {host_vms})", "allocated to VMs"),
-            Query('sum(novacron_host_memory_bytes{host="$host"})', "host total"),
+            Query(
+                f"max(novacron_host_memory_bytes{{{host}}}) - max(novacron_host_memory_free_bytes{{{host}}})",
+                "used",
+            ),
+            Query(f"max(novacron_host_memory_allocated_bytes{{{host}}})", "allocated to VMs"),
+            Query(f"max(novacron_host_memory_bytes{{{host}}})", "total"),
+        ),
+        w=12,
+    )
+    board.add(
+        ts(
+            "Domains by state",
+            "Domains on the host per libvirt state.",
+            "short",
+            Query(f"sum by(state) (novacron_host_domains{{{host}}}) > 0", "{{state}}"),
+            stack=True,
+        ),
+        w=12,
+    )
+    board.add(
+        ts(
+            "Host CPU time by mode",
+            "Host CPU seconds per second by mode (user, system, iowait).",
+            "short",
+            Query(
+                f'sum by(mode) (rate(novacron_host_cpu_seconds_total{{{host}, mode!="idle"}}'
+                "[$__rate_interval]))",
+                "{{mode}}",
+            ),
+            stack=True,
         ),
         w=12,
     )
@@ -291,8 +325,7 @@ def host_detail() -> Board:
             "Per-VM receive plus transmit rate.",
             "Bps",
             Query(
-                f"(({NET_RX}) + on(vm_id) ({NET_TX})) * on(vm_id) group_left(vm_name) {host_vms}",
-                "{{vm_name}}",
+                f"({NET_RX} + on(vm_id) {NET_TX}) * on(vm_id) group_left(vm_name) {host_vms}", "{{vm_name}}"
             ),
         ),
         w=12,
@@ -300,12 +333,10 @@ def host_detail() -> Board:
     board.add(
         table_panel(
             "VMs",
-            "The VMs on this host; click one for its detail.",
-            "short",
+            "The VMs on this host with their CPU utilisation; click one for its detail.",
+            "percentunit",
             Query(
-                f"novacron_vm_vcpus * on(vm_id) group_left(vm_name, tenant, flavor) {host_vms}",
-                instant=True,
-                table=True,
+                f"{CPU} * on(vm_id) group_left(vm_name, tenant, flavor) {host_vms}", instant=True, table=True
             ),
             links=[vm_link()],
         ),
@@ -370,8 +401,8 @@ def vm_detail() -> Board:
             "CPU utilisation with the learned seasonal band from the analytics sidecar.",
             "percentunit",
             Query(f"{CPU}{{{vm}}}", "cpu"),
-            Query(f"novacron_baseline_upper{{{vm}}}", "baseline upper"),
-            Query(f"novacron_baseline_lower{{{vm}}}", "baseline lower"),
+            Query(f'novacron_baseline_upper{{{vm}, resource="cpu"}}', "baseline upper"),
+            Query(f'novacron_baseline_lower{{{vm}, resource="cpu"}}', "baseline lower"),
             max_value=1,
         ),
         w=12,
@@ -379,7 +410,7 @@ def vm_detail() -> Board:
     board.add(
         ts(
             "Memory utilisation",
-            "Share of the VM's memory in use (guest or balloon statistics).",
+            "Share of the VM's memory in use (balloon statistics or cloud agent).",
             "percentunit",
             Query(f"{MEM}{{{vm}}}", "memory"),
             max_value=1,
@@ -391,8 +422,8 @@ def vm_detail() -> Board:
             "Network",
             "Receive and transmit rate.",
             "Bps",
-            Query(f"({NET_RX}) * on(vm_id) group_left() novacron_vm_info{{{vm}}}", "receive"),
-            Query(f"({NET_TX}) * on(vm_id) group_left() novacron_vm_info{{{vm}}}", "transmit"),
+            Query(f"{NET_RX}{{{vm}}}", "receive"),
+            Query(f"{NET_TX}{{{vm}}}", "transmit"),
         ),
         w=12,
     )
@@ -401,19 +432,28 @@ def vm_detail() -> Board:
             "Disk",
             "Read and write throughput.",
             "Bps",
-            Query(f"({DISK_RD}) * on(vm_id) group_left() novacron_vm_info{{{vm}}}", "read"),
-            Query(f"({DISK_WR}) * on(vm_id) group_left() novacron_vm_info{{{vm}}}", "write"),
+            Query(f"{DISK_RD}{{{vm}}}", "read"),
+            Query(f"{DISK_WR}{{{vm}}}", "write"),
         ),
         w=12,
     )
     board.add(
         ts(
             "Anomaly score",
-            "The analytics sidecar's anomaly score for this VM (0 normal, 1 anomalous).",
+            "The analytics sidecar's anomaly score per resource (0 normal, 1 anomalous).",
             "short",
             Query(f"novacron_anomaly_score{{{vm}}}", "{{resource}}"),
             max_value=1,
         ),
-        w=24,
+        w=12,
+    )
+    board.add(
+        ts(
+            "CPU forecast",
+            "Forecast busy cores for the next day with its prediction interval.",
+            "short",
+            Query(f'novacron_vm_cpu_forecast_cores{{{vm}, horizon="1d"}}', "{{bound}}"),
+        ),
+        w=12,
     )
     return board

@@ -1,66 +1,37 @@
-"""Topology: a node graph of hosts, VMs, storage pools and networks from the exporter's edge metrics."""
+"""Topology: a node graph of hosts, VMs, storage pools and networks from the exporter's topology metrics."""
 
 from __future__ import annotations
 
-from dashboards.sdk import VM_INFO, Board, Query, fleet_variables, nav_links, node_graph, table_panel
-
-# Node ids carry a kind prefix so a host and a VM that share a name stay distinct nodes.
-
-
-def _node(expr: str, kind: str, id_label: str, title_label: str) -> str:
-    with_id = f'label_replace({expr}, "id", "{kind}:$1", "{id_label}", "(.+)")'
-    with_title = f'label_replace({with_id}, "title", "$1", "{title_label}", "(.+)")'
-    return f'label_replace({with_title}, "subtitle", "{kind}", "", "")'
-
-
-def _edge(expr: str, src_kind: str, src_label: str, dst_kind: str, dst_label: str) -> str:
-    src = f'label_replace({expr}, "source", "{src_kind}:$1", "{src_label}", "(.+)")'
-    dst = f'label_replace({src}, "target", "{dst_kind}:$1", "{dst_label}", "(.+)")'
-    return f'label_join({dst}, "id", "->", "source", "target")'
-
-
-def _edges_of_vms(metric: str) -> str:
-    """Edge metrics carry only vm_id plus the far end; filter them through the selected VMs."""
-    return f"{metric} * on(vm_id) group_left() {VM_INFO}"
-
-
-NODES = " or ".join(
-    [
-        _node("max by(host) (novacron_host_info)", "host", "host", "host"),
-        _node(f"max by(vm_id, vm_name) ({VM_INFO})", "vm", "vm_id", "vm_name"),
-        _node("max by(host, pool) (novacron_vm_storage_pool_edge)", "pool", "pool", "pool"),
-        _node("max by(host, network) (novacron_vm_network_edge)", "net", "network", "network"),
-    ]
+from dashboards.sdk import (
+    Board,
+    Query,
+    host_link,
+    nav_links,
+    node_graph,
+    query_variable,
+    stack_variables,
+    table_panel,
 )
-EDGES = " or ".join(
-    [
-        _edge(f"max by(host, vm_id) ({VM_INFO})", "host", "host", "vm", "vm_id"),
-        _edge(
-            f"max by(vm_id, pool) ({_edges_of_vms('novacron_vm_storage_pool_edge')})",
-            "vm",
-            "vm_id",
-            "pool",
-            "pool",
-        ),
-        _edge(
-            f"max by(vm_id, network) ({_edges_of_vms('novacron_vm_network_edge')})",
-            "vm",
-            "vm_id",
-            "net",
-            "network",
-        ),
-    ]
-)
+
+# The libvirt exporter publishes the graph ready for Grafana's node graph (see docs/metrics.md):
+#   novacron_topology_node{host, id, kind, title} 1      kind: host, vm, pool, network
+#   novacron_topology_edge{host, id, source, target, kind} 1   kind: runs, disk, nic
+HOST = 'host=~"$host", kind=~"$kind"'
+NODES = f"max by(id, title, kind, host) (novacron_topology_node{{{HOST}}})"
+EDGES = 'max by(id, source, target, kind, host) (novacron_topology_edge{host=~"$host"})'
 
 
 def topology() -> Board:
+    variables = stack_variables()
+    variables.insert(1, query_variable("host", "Host", "label_values(novacron_topology_node, host)"))
+    variables.insert(2, query_variable("kind", "Node kind", "label_values(novacron_topology_node, kind)"))
     board = Board(
         uid="novacron-topology",
         title="NovaCron / Topology",
-        description="Hosts, VMs, storage pools and networks as a node graph (libvirt exporter edges).",
+        description="Hosts, VMs, storage pools and networks as a node graph (libvirt exporter topology).",
         tags=["novacron", "topology"],
         folder="NovaCron",
-        variables=fleet_variables(),
+        variables=variables,
         links=nav_links(),
         refresh="5m",
         time_from="now-1h",
@@ -68,7 +39,7 @@ def topology() -> Board:
     board.add(
         node_graph(
             "Topology",
-            "Host -> VM -> storage pool / network edges for the selected VMs.",
+            "Host -> VM (runs), VM -> storage pool (disk) and VM -> network (nic) edges.",
             Query(NODES, instant=True, table=True, ref_id="nodes"),
             Query(EDGES, instant=True, table=True, ref_id="edges"),
         ),
@@ -77,12 +48,23 @@ def topology() -> Board:
     )
     board.add(
         table_panel(
-            "Edges",
-            "The same edges as a table (for search and export).",
-            "none",
-            Query(EDGES, instant=True, table=True),
+            "Nodes per host and kind",
+            "How many nodes of each kind each host contributes.",
+            "short",
+            Query(f"count by(host, kind) (novacron_topology_node{{{HOST}}})", instant=True, table=True),
+            links=[host_link()],
         ),
-        w=24,
+        w=12,
+        h=8,
+    )
+    board.add(
+        table_panel(
+            "Edges per host and kind",
+            "How many edges of each kind each host contributes.",
+            "short",
+            Query('count by(host, kind) (novacron_topology_edge{host=~"$host"})', instant=True, table=True),
+        ),
+        w=12,
         h=8,
     )
     return board
