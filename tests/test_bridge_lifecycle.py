@@ -1,0 +1,140 @@
+"""Alert bridge end to end on SQLite and real PostgreSQL: intake, idempotency, lifecycle API, email, audit."""
+
+from __future__ import annotations
+
+import pytest
+
+from alert_bridge.testing import alert, base_config, inprocess_bridge, payload, pg_database, wait
+
+
+def _email_channel(smtp) -> dict:
+    return {
+        "email": {
+            "smtp": {"host": smtp.host, "port": smtp.port},
+            "from": "bridge@example.org",
+            "to": ["ops@example.org"],
+        }
+    }
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'bridge.db'}"
+    return pg_database(request.getfixturevalue("postgres").url)
+
+
+def test_lifecycle_on_both_stores(storage_url, smtp_server):
+    with inprocess_bridge(base_config(channels=_email_channel(smtp_server)), storage_url) as b:
+        body = payload(
+            [alert("HostDown", host="kvm-01", severity="critical", fingerprint="aa01")],
+            group_key='{}:{alertname="HostDown"}',
+        )
+        # Alertmanager retries and peers: three copies, one episode, one email.
+        for _ in range(3):
+            resp = b.hook.post("/webhook/alertmanager", body)
+            assert resp.status_code == 200, resp.text
+        [stored] = b.admin.alerts()
+        assert stored["state"] == "firing" and stored["status"] == "firing"
+        assert stored["labels"] == {"alertname": "HostDown", "host": "kvm-01", "severity": "critical"}
+        assert stored["receipts"] == 3 and stored["startsAt"].startswith("2026-01-01T00:00:00")
+        mail = smtp_server.wait_for(lambda m: "FIRING" in m["Subject"])
+        assert "host=kvm-01" in mail.get_body(("plain",)).get_content()
+        alert_id = stored["id"]
+
+        resp = b.admin.post(f"/api/v1/alerts/{alert_id}/ack", {"reason": "looking"})
+        assert resp.status_code == 200 and resp.json()["acknowledgedBy"] == "admin"
+        assert b.admin.post(f"/api/v1/alerts/{alert_id}/ack", {}).status_code == 409
+        assert b.admin.post(f"/api/v1/alerts/{alert_id}/notes", {"text": "disk full"}).status_code == 201
+
+        # A repeat while acknowledged keeps the acknowledgement; a severity rise re-arms it.
+        b.hook.post("/webhook/alertmanager", body)
+        assert b.admin.get(f"/api/v1/alerts/{alert_id}").json()["state"] == "acknowledged"
+        # (A sender that keeps the identity when severity changes; with Alertmanager's label fingerprints a
+        # higher-severity alert is a new episode of its own and pages on its own.)
+        page = payload([alert("HostDown", host="kvm-01", severity="page", fingerprint="aa01")])
+        assert b.hook.post("/webhook/alertmanager", page).status_code == 200
+        rearmed = b.admin.get(f"/api/v1/alerts/{alert_id}").json()
+        assert rearmed["state"] == "firing" and rearmed["acknowledgedBy"] is None
+
+        resolved = payload(
+            [alert("HostDown", "resolved", ends="2026-01-01T01:00:00Z", fingerprint="aa01", host="kvm-01")]
+        )
+        for _ in range(2):
+            assert b.hook.post("/webhook/alertmanager", resolved).status_code == 200
+        detail = b.admin.get(f"/api/v1/alerts/{alert_id}").json()
+        assert detail["state"] == "resolved" and detail["endsAt"].startswith("2026-01-01T01:00:00")
+        assert [n["text"] for n in detail["notes"]] == ["disk full"]
+        actions = [h["action"] for h in detail["history"]]
+        assert actions[0] == "created" and "transition:firing->acknowledged" in actions
+        assert actions[-1] == "transition:firing->resolved"
+        assert any(
+            h["actor"] == "admin" and h["detail"].get("reason") == "looking" for h in detail["history"]
+        )
+        smtp_server.wait_for(lambda m: "RESOLVED" in m["Subject"])
+
+        # A late copy of the old firing period does not reopen it; a new period is a new episode.
+        assert b.hook.post("/webhook/alertmanager", body).json()["duplicates"] == 1
+        later = payload([alert("HostDown", starts="2026-01-02T00:00:00Z", fingerprint="aa01", host="kvm-01")])
+        assert b.hook.post("/webhook/alertmanager", later).json()["created"] == 1
+        assert len(b.admin.alerts()) == 2 and len(b.admin.alerts(state="firing")) == 1
+
+        # Audit is queryable by label and time, and names the actor.
+        trail = b.admin.get("/api/v1/audit", params={"label": "host=kvm-01", "action": "transition"}).json()
+        assert {"admin", "alertmanager:alertmanager"} <= {t["actor"] for t in trail}
+        deliveries = wait(
+            lambda: [d for d in b.admin.get("/api/v1/deliveries").json() if d["status"] == "delivered"]
+        )
+        assert all(d["log"][0]["result"] == "delivered" for d in deliveries)
+        # One firing and one rise and one resolved email for the first episode, one firing for the second.
+        wait(lambda: len(smtp_server.messages) >= 4)
+        keys = [m["X-NovaCron-Key"] for m in smtp_server.messages]
+        assert len(keys) == len(set(keys)) == 4
+
+
+def test_webhook_rejects_without_changing_state(tmp_path):
+    with inprocess_bridge(base_config(), f"sqlite:///{tmp_path / 'b.db'}") as b:
+        good = payload([alert("A", host="h")])
+        assert b.hook.post("/webhook/alertmanager", good).status_code == 200
+        before = b.admin.alerts()
+        import requests
+
+        assert requests.post(b.url + "/webhook/alertmanager", json=good, timeout=5).status_code == 401
+        viewer = b.admin.post("/api/v1/tokens", {"name": "v", "role": "viewer"}).json()["token"]
+        from alert_bridge.testing import Client
+
+        assert Client(b.url, viewer).post("/webhook/alertmanager", good).status_code == 403
+        for bad in ({"version": "4", "alerts": [{"status": "firing"}]}, {"version": "5"}, [1, 2]):
+            resp = b.hook.post("/webhook/alertmanager", bad)
+            assert resp.status_code == 400 and resp.json()["error"]
+        resp = b.hook.post(
+            "/webhook/alertmanager", data=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert resp.status_code == 400
+        assert b.admin.alerts() == before
+        assert b.hook.get("/api/v1/alerts").status_code == 403  # the webhook role cannot read
+        assert Client(b.url, viewer).post(f"/api/v1/alerts/{before[0]['id']}/ack", {}).status_code == 403
+        assert b.admin.get("/healthz").json() == {"status": "ok"}
+
+
+def test_lease_expiry_and_metrics(tmp_path):
+    config = base_config(intake={"lease_seconds": 1})
+    with inprocess_bridge(config, f"sqlite:///{tmp_path / 'b.db'}") as b:
+        b.hook.post("/webhook/alertmanager", payload([alert("Lease", host="h")]))
+        # Absence is not resolution: the alert expires only when its lease has run out.
+        wait(lambda: b.admin.alerts(state="expired"), timeout=10)
+        [expired] = b.admin.alerts()
+        assert expired["status"] == "resolved" and expired["endsAt"] is None
+        # The same firing period arriving again revives it.
+        b.hook.post("/webhook/alertmanager", payload([alert("Lease", host="h")]))
+        assert b.admin.alerts()[0]["state"] == "firing"
+        text = b.admin.get("/metrics").text
+        for name in (
+            "novacron_bridge_alerts{state=",
+            "novacron_bridge_outbox_depth",
+            "novacron_bridge_dead_letters",
+            "novacron_bridge_webhook_alerts_total",
+        ):
+            assert name in text
+        spec = b.admin.get("/openapi.json").json()
+        assert spec["openapi"].startswith("3.") and "/webhook/alertmanager" in spec["paths"]
