@@ -1,0 +1,166 @@
+"""The `novacron-metrics-api` command: exit 2 on bad config, token tools, and serving over TLS."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import bcrypt
+import pytest
+import requests
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.harness import ManagedProcess, free_port, start_prometheus, wait_until
+
+COMMAND = shutil.which("novacron-metrics-api") or str(Path(sys.executable).parent / "novacron-metrics-api")
+TOKEN = "cli-test-token-0123456789"
+
+
+def _run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([COMMAND, *args], input=stdin, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("config", "key"),
+    [
+        ({"prometheus": {"url": "ftp://x"}, "tokens": []}, "prometheus.url"),
+        (
+            {
+                "prometheus": {"url": "http://x:9090"},
+                "tokens": [
+                    {"name": "a", "role": "viewer", "tenants": ["t"], "token_env": "NOVACRON_UNSET_TEST_VAR"}
+                ],
+            },
+            "tokens[0].token_env",
+        ),
+        (
+            {
+                "prometheus": {"url": "http://x:9090"},
+                "limits": {"max_rnage": "1d"},
+                "tokens": [{"name": "a", "role": "admin", "sha256": "0" * 64}],
+            },
+            "limits.max_rnage",
+        ),
+    ],
+)
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path, config: dict[str, object], key: str) -> None:
+    path = tmp_path / "api.yml"
+    path.write_text(yaml.safe_dump(config))
+    result = _run("--config.file", str(path))
+    assert result.returncode == 2
+    assert key in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    result = _run("--config.file", str(tmp_path / "nope.yml"))
+    assert result.returncode == 2 and "config.file" in result.stderr
+
+
+def test_token_tools() -> None:
+    hashed = _run("hash-token", stdin=TOKEN + "\n")
+    assert hashed.returncode == 0 and hashed.stdout.strip() == hashlib.sha256(TOKEN.encode()).hexdigest()
+    generated = _run("gen-token").stdout.split()
+    token, digest = generated[1], generated[3]
+    assert len(token) >= 40 and hashlib.sha256(token.encode()).hexdigest() == digest
+    assert _run("hash-token", stdin="short\n").returncode == 2
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "tls.crt", tmp / "tls.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_serves_over_tls_with_token_env_and_basic_auth_on_metrics(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    web = tmp_path / "web.yml"
+    web.write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {"cert_file": str(cert), "key_file": str(key)},
+                "basic_auth_users": {"prometheus": bcrypt.hashpw(b"scrape-pass", bcrypt.gensalt(4)).decode()},
+            }
+        )
+    )
+    with start_prometheus(tmp_path, []) as prom:
+        config = tmp_path / "api.yml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "prometheus": {"url": prom.url},
+                    "tokens": [{"name": "ops", "role": "admin", "token_env": "NOVACRON_METRICS_API_TOKEN"}],
+                    "audit": {"file": str(tmp_path / "audit.jsonl")},
+                }
+            )
+        )
+        port = free_port()
+        url = f"https://127.0.0.1:{port}"
+        proc = ManagedProcess(
+            "metrics-api",
+            [
+                COMMAND,
+                "--config.file",
+                str(config),
+                "--web.config.file",
+                str(web),
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+            ],
+            tmp_path / "api.log",
+            env={"NOVACRON_METRICS_API_TOKEN": TOKEN},
+        )
+        with proc.start():
+            assert wait_until(
+                lambda: requests.get(f"{url}/-/healthy", verify=str(cert), timeout=2).ok, 20
+            ), proc.log_tail()
+            resp = requests.get(
+                f"{url}/api/v1/query",
+                params={"query": "vector(7)"},
+                verify=str(cert),
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                timeout=10,
+            )
+            assert resp.status_code == 200 and resp.json()["data"]["result"][0]["value"][1] == "7"
+            assert (
+                requests.get(
+                    f"{url}/api/v1/query", params={"query": "up"}, verify=str(cert), timeout=10
+                ).status_code
+                == 401
+            )
+            assert requests.get(f"{url}/metrics", verify=str(cert), timeout=10).status_code == 401
+            metrics = requests.get(
+                f"{url}/metrics", verify=str(cert), auth=("prometheus", "scrape-pass"), timeout=10
+            )
+            assert metrics.ok and "novacron_metrics_api_requests_total" in metrics.text
+        assert TOKEN not in proc.log_tail(200)
+        assert TOKEN not in (tmp_path / "audit.jsonl").read_text()
