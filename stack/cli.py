@@ -63,14 +63,21 @@ def _cmd_down(args: argparse.Namespace) -> int:
         print("novacron down: the stack's process is gone; nothing to stop")
         return 0
     for _ in range(300):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             print("novacron down: stack stopped")
             return 0
         time.sleep(0.1)
     print("novacron down: the stack did not stop within 30 s", file=sys.stderr)
     return 1
+
+
+def _running(pid: int) -> bool:
+    """True while `pid` runs; a zombie (exited, not yet reaped by its parent) counts as stopped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
