@@ -47,7 +47,7 @@ class CloudCollector:
         yield from self._policy_family()
         yield from self._self_families(snaps)
         duration = GaugeMetricFamily(
-            "novacron_cloud_exporter_scrape_duration_seconds", "Time this scrape took (reads the cache only)."
+            "novacron_cloud_scrape_duration_seconds", "Time this scrape took (it reads the cache only)."
         )
         duration.add_metric([], time.monotonic() - started)
         yield duration

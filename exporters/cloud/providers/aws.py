@@ -207,7 +207,10 @@ class AwsProvider(Provider):
         profile = raw.get("profile")
         if profile is not None and not isinstance(profile, str):
             raise ConfigError(f"{key}.profile", "must be a profile name")
-        return cls(str(account), regions, settings, tags, filters, profile)
+        try:
+            return cls(str(account), regions, settings, tags, filters, profile)
+        except Exception as exc:  # botocore's ProfileNotFound and friends: a config problem, not a crash
+            raise ConfigError(f"{key}.profile", f"cannot set up the AWS session: {exc}") from None
 
     def targets(self) -> Sequence[Target]:
         return [Target("aws", self.account, r) for r in self.regions]
