@@ -293,3 +293,29 @@ def test_unreachable_libvirt_is_up_zero_not_an_error(tmp_path: Path) -> None:
     assert samples["novacron_libvirt_up"][0].value == 0
     assert samples["novacron_libvirt_scrape_errors_total"][0].value == 1
     assert "novacron_vm_state" not in samples
+
+
+def test_fast_renderer_matches_prometheus_client(tmp_path: Path) -> None:
+    from exporters.libvirt.exposition import render
+    from exporters.libvirt.metrics import network_families, pool_families
+
+    snap = _snapshot()
+    snap.domains[0].meta.labels["vm_name"] = 'quote " back \\ slash\nnewline'  # type: ignore[union-attr]
+    families = [
+        *vm_families(snap, DEFAULT_GROUPS),
+        *host_families(snap, DEFAULT_GROUPS),
+        *pool_families(snap),
+        *network_families(snap),
+    ]
+    ours = render(families).decode()
+    theirs = generate_latest(registry_with(_Static(families))).decode()
+
+    def normalised(text: str) -> list[Any]:
+        return sorted(
+            (f.name, f.type, f.documentation, s.name, sorted(s.labels.items()), s.value)
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+        )
+
+    assert normalised(ours) == normalised(theirs)
+    assert 'vm_name="quote \\" back \\\\ slash\\nnewline"' in ours

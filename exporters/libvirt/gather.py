@@ -205,8 +205,12 @@ class Gatherer:
         host = self._host(conn, deadline)
         domains = self._call(conn.listAllDomains, deadline, 0)
         stuck = self.stuck()
-        samples = {d.UUIDString(): DomainSample(uuid=d.UUIDString(), name=d.name()) for d in domains}
-        askable = [d for d in domains if d.UUIDString() not in stuck]
+        pairs = [(d.UUIDString(), d) for d in domains]
+        samples = {uuid: DomainSample(uuid=uuid, name=d.name()) for uuid, d in pairs}
+        for uuid in list(self._xml_cache):
+            if uuid not in samples:
+                del self._xml_cache[uuid]  # the domain is gone (undefined)
+        askable = [(uuid, d) for uuid, d in pairs if uuid not in stuck]
         split = self._bulk(conn, askable, samples, deadline)
         self._per_domain(askable, samples, deadline)
         for uuid in stuck:
@@ -267,31 +271,33 @@ class Gatherer:
         return flags
 
     def _bulk(
-        self, conn: Any, domains: list[Any], samples: dict[str, DomainSample], deadline: Deadline
+        self, conn: Any, pairs: list[tuple[str, Any]], samples: dict[str, DomainSample], deadline: Deadline
     ) -> bool:
         """Fill stats with one bulk call; if it hangs, ask each domain alone (and return True)."""
-        if not domains:
+        if not pairs:
             return False
         flags = self._stats_flags()
         nowait = libvirt.VIR_CONNECT_GET_ALL_DOMAINS_STATS_NOWAIT
         # A third of the time for the bulk call; if it hangs, a third for every domain alone, and the
         # last third for per-domain calls (XML, fallbacks, jobs) of the domains that answered.
-        bulk = self._tracked((), conn.domainListGetStats, domains, flags, nowait)
+        bulk = self._tracked((), conn.domainListGetStats, [d for _, d in pairs], flags, nowait)
         try:
             records = bulk.result(timeout=deadline.left() / 3)
         except FutureTimeout:
             records = None
+            log.warning(
+                "bulk stats call hung past a third of the deadline; asking %d domains alone", len(pairs)
+            )
+        except libvirt.libvirtError as exc:
+            if exc.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            records = None  # a domain vanished between the listing and the call: the others still count
         if records is not None:
             for dom, stats in records:
                 samples[dom.UUIDString()].stats = stats
             return False
-        log.warning(
-            "bulk domain stats call hung past a third of the deadline; asking %d domains one by one",
-            len(domains),
-        )
         futures = {
-            d.UUIDString(): self._tracked((d.UUIDString(),), conn.domainListGetStats, [d], flags, nowait)
-            for d in domains
+            uuid: self._tracked((uuid,), conn.domainListGetStats, [d], flags, nowait) for uuid, d in pairs
         }
         futures_wait(list(futures.values()), timeout=deadline.left() / 2)
         for uuid, future in futures.items():
@@ -312,12 +318,14 @@ class Gatherer:
         wanted = {g for g in GROUP_PROBE_KEY if g in self.groups}
         return {g for g in wanted if not any(GROUP_PROBE_KEY[g] in s.stats for s in active)}
 
-    def _per_domain(self, domains: list[Any], samples: dict[str, DomainSample], deadline: Deadline) -> None:
+    def _per_domain(
+        self, pairs: list[tuple[str, Any]], samples: dict[str, DomainSample], deadline: Deadline
+    ) -> None:
         missing = self._missing_groups(samples.values())
         now = time.monotonic()
         work: dict[str, Future[Any]] = {}
-        for dom in domains:
-            sample = samples[dom.UUIDString()]
+        for uuid, dom in pairs:
+            sample = samples[uuid]
             if sample.timed_out:
                 continue
             needs_xml = self._cached_meta(sample, dom, now) is None and (

@@ -17,7 +17,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 from werkzeug.wrappers import Request, Response
 
@@ -26,6 +25,7 @@ from exporters.common.config import ConfigError, exit_config_error
 from exporters.common.web import ExporterApp, registry_with, serve
 from exporters.common.webconfig import WebConfig, load_web_config
 from exporters.libvirt.collector import ALL_GROUPS, LibvirtCollector
+from exporters.libvirt.exposition import CONTENT_TYPE, render
 from exporters.libvirt.target import Target, silence_libvirt_stderr, start_event_loop
 
 PROG = "novacron-libvirt-exporter"
@@ -225,11 +225,11 @@ class LibvirtExporterApp(ExporterApp):
     @staticmethod
     def _render(collectors: list[Any]) -> Response:
         try:
-            body = generate_latest(registry_with(*collectors))
+            body = render(registry_with(*collectors).collect())
         except Exception:  # a collector bug must not kill the server or leak a trace to the client
             log.exception("rendering metrics failed")
             return Response("internal error, see the exporter log\n", status=500)
-        return Response(body, content_type=CONTENT_TYPE_LATEST)
+        return Response(body, content_type=CONTENT_TYPE)
 
 
 def make_app(settings: Settings) -> LibvirtExporterApp:
