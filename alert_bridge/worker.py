@@ -69,7 +69,8 @@ class Worker:
         self._wake = threading.Event()
         self._reconcile_now = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bridge-deliver")
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bridge-channel")
+        self._fanout = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bridge-deliver")
         self._last_reconcile = 0.0
         bridge.on_reconcile_request = self.request_reconcile
 
@@ -90,6 +91,7 @@ class Worker:
         for thread in self._threads:
             thread.join(timeout=10)
         self._pool.shutdown(wait=True)
+        self._fanout.shutdown(wait=True)
 
     def poke(self) -> None:
         """New outbox rows were committed: deliver now instead of at the next tick."""
@@ -119,8 +121,23 @@ class Worker:
         rows = self._claim(limit)
         if not rows:
             return 0
-        list(self._pool.map(self._deliver, rows))
+        by_channel: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_channel.setdefault(row["channel"], []).append(row)
+        list(self._pool.map(self._deliver_channel, by_channel.values()))
         return len(rows)
+
+    def _deliver_channel(self, rows: list[dict[str, Any]]) -> None:
+        """Probe with one message; fan out only while the channel is healthy, so a dead channel sees at most
+        `breaker_failures` calls before its breaker opens."""
+        self._deliver(rows[0])
+        rest = rows[1:]
+        breaker = self.breakers.get(rows[0]["channel"])
+        if breaker is not None and breaker.failures == 0:
+            list(self._fanout.map(self._deliver, rest))
+        else:
+            for row in rest:
+                self._deliver(row)
 
     def _claim(self, limit: int) -> list[dict[str, Any]]:
         db = self.bridge.db
