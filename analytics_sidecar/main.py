@@ -7,7 +7,13 @@ import importlib
 import sys
 
 # Each module provides `register(subparsers)`, which adds its subcommand and sets `func` on its parser.
-SUBCOMMAND_MODULES: list[str] = []
+SUBCOMMAND_MODULES: list[str] = [
+    "analytics_sidecar.anomaly.nab",
+    "analytics_sidecar.backtest",
+    "analytics_sidecar.serve",
+    "analytics_sidecar.recommend_cli",
+    "analytics_sidecar.reports.cli",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

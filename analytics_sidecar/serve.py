@@ -1,0 +1,151 @@
+"""`novacron-analytics serve`: the long-running sidecar (analysis loop + /metrics + JSON API)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from analytics_sidecar.api import Api
+from analytics_sidecar.config import Config, Shard, load_config, parse_duration
+from analytics_sidecar.engine import Engine
+from analytics_sidecar.source import PromSource, SourceError
+from analytics_sidecar.writeback import State, WritebackCollector
+from exporters.common.cli import add_web_flags, setup_logging
+from exporters.common.config import ConfigError, exit_config_error
+from exporters.common.web import ExporterApp, registry_with, serve
+from exporters.common.webconfig import load_web_config
+
+log = logging.getLogger(__name__)
+DEFAULT_PORT = 9180
+
+
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by `serve` and `recommendations`."""
+    parser.add_argument("--prometheus.url", dest="prometheus_url", default=None, help="Prometheus base URL")
+    parser.add_argument(
+        "--config.file", dest="config_file", default=None, help="sidecar configuration (YAML)"
+    )
+    parser.add_argument("--shard", default=None, help="i/n: analyse the VMs whose vm_id hashes to i mod n")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve", help="run the sidecar: analyse periodically, serve metrics and API"
+    )
+    add_source_flags(parser)
+    add_web_flags(parser, DEFAULT_PORT)
+    parser.add_argument("--interval", default=None, help="time between analysis cycles (e.g. 60s, 15m)")
+    parser.add_argument("--state.dir", dest="state_dir", default=None, help="folder for the audit log")
+    parser.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The config file, then command-line flags over it."""
+    cfg = load_config(args.config_file)
+    if args.prometheus_url:
+        cfg = replace(cfg, prometheus=replace(cfg.prometheus, url=args.prometheus_url.rstrip("/")))
+    if args.shard:
+        cfg = replace(cfg, shard=Shard.parse(args.shard))
+    if getattr(args, "interval", None):
+        cfg = replace(cfg, analysis=replace(cfg.analysis, interval=parse_duration(args.interval, "interval")))
+    return cfg
+
+
+class Loop:
+    """Runs a cycle every interval (or when triggered); a failed cycle keeps the previous results."""
+
+    def __init__(self, engine: Engine, state: State, interval: float) -> None:
+        self.engine = engine
+        self.state = state
+        self.interval = interval
+        self.wake = threading.Event()
+        self.stop = threading.Event()
+
+    def once(self) -> bool:
+        try:
+            results = self.engine.run()
+        except SourceError as exc:
+            log.warning("analysis cycle failed, keeping the previous results: %s", exc)
+            self.state.failed()
+            return False
+        except Exception:  # one bad series must not stop the sidecar; the failure counter shows it
+            log.exception("analysis cycle failed")
+            self.state.failed()
+            return False
+        self.state.publish(results, time.time())
+        log.info("analysed %d VMs in %.2fs", len(results.vms), results.duration_seconds)
+        return True
+
+    def run_forever(self) -> None:
+        while not self.stop.is_set():
+            self.once()
+            self.wake.wait(self.interval)
+            self.wake.clear()
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run_forever, name="analytics-loop", daemon=True)
+        thread.start()
+        return thread
+
+
+def build(cfg: Config, web_config_file: str | None, telemetry_path: str) -> tuple[ExporterApp, Loop]:
+    stats_source = PromSource(cfg.prometheus, cfg.analysis.step, cfg.analysis.chunk, time.time)
+    state = State(risk=cfg.rightsizing.risk.name, source_stats=stats_source.stats)
+    engine = Engine(cfg, stats_source)
+    loop = Loop(engine, state, cfg.analysis.interval)
+    api = Api(state, cfg.api_token, loop.wake.set)
+    app = ExporterApp(
+        name="novacron-analytics",
+        registry=registry_with(WritebackCollector(state)),
+        telemetry_path=telemetry_path,
+        web_config=load_web_config(web_config_file),
+        routes=api.routes(),
+    )
+    return app, loop
+
+
+def _audit_to(state_dir: str | None) -> None:
+    if not state_dir:
+        return
+    folder = Path(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / "audit.log")
+    handler.setFormatter(logging.Formatter("ts=%(asctime)s %(message)s"))
+    logging.getLogger("analytics_sidecar.audit").addHandler(handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    try:
+        cfg = config_from_args(args)
+        app, loop = build(cfg, args.web_config_file, args.telemetry_path)
+    except ConfigError as err:
+        exit_config_error("novacron-analytics serve", err)
+    _audit_to(args.state_dir)
+    try:
+        server = serve(app, args.listen_address)
+    except (OSError, ValueError) as exc:
+        log.error("cannot listen on %s: %s", args.listen_address, exc)
+        return 1
+    log.info(
+        "analysing %s every %.0fs (shard %d/%d)",
+        cfg.prometheus.url,
+        cfg.analysis.interval,
+        cfg.shard.index,
+        cfg.shard.count,
+    )
+    loop.start()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        loop.stop.set()
+        loop.wake.set()
+        server.server_close()
+    return 0
