@@ -350,7 +350,8 @@ def create_app(ctx: AppContext) -> Flask:
         ):
             raise ApiError(400, "matchers must be a non-empty object of label name to value")
         try:
-            starts = parse_time(body.get("startsAt"), "startsAt") or time.time()
+            raw_start = body.get("startsAt")
+            starts = (parse_time(raw_start, "startsAt") if raw_start is not None else None) or time.time()
             ends = parse_time(body.get("endsAt"), "endsAt")
         except PayloadError as exc:
             raise ApiError(400, str(exc)) from None

@@ -99,7 +99,9 @@ class Client:
 
 
 @contextmanager
-def inprocess_bridge(config: dict[str, Any], storage_url: str, worker: bool = True) -> Iterator[Any]:
+def inprocess_bridge(
+    config: dict[str, Any], storage_url: str, worker: bool = True, port: int | None = None
+) -> Iterator[Any]:
     """A bridge on a free port in this process; yields the Service with `.url`, `.admin`, `.hook` clients."""
     from alert_bridge.config import TokenSpec, parse_config
     from alert_bridge.main import build_service
@@ -107,7 +109,7 @@ def inprocess_bridge(config: dict[str, Any], storage_url: str, worker: bool = Tr
     service = build_service(parse_config(config), storage_url)
     service.tokens.ensure(TokenSpec("admin", "admin", ADMIN_TOKEN))
     service.tokens.ensure(TokenSpec("alertmanager", "webhook", WEBHOOK_TOKEN))
-    port = free_port()
+    port = port or free_port()
     server = make_server("127.0.0.1", port, service.app, threaded=True)  # type: ignore[arg-type]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
