@@ -34,6 +34,7 @@ from metrics_api.promql import (
     ScopeError,
     default_selector,
     quote,
+    regex_escape,
     scope_query,
     scope_selector,
     tenant_matcher,
@@ -121,6 +122,7 @@ class Service:
         )
         self.auth = authenticator or Authenticator(config)
         self.cache = ResultCache(config.cache.ttl_seconds, config.cache.max_entries)
+        self._vm_ids = ResultCache(config.tenancy_refresh_seconds, 4096)
         self.rate = RateLimiter(config.rate_limit.requests_per_second, config.rate_limit.burst)
         self.audit = audit
         self.metrics = metrics or Metrics()
@@ -156,8 +158,36 @@ class Service:
         denied = tuple(rule.pattern for rule in self.config.sensitive if principal.role not in rule.roles)
         enforced: tuple[tuple[str, str, str], ...] = ()
         if tenant_scoped and not principal.all_tenants:
-            enforced = (tenant_matcher(self.config.tenant_label, principal.tenants),)
+            if self.config.tenancy_mode == "vm_id":
+                enforced = (self.vm_id_matcher(principal),)
+            else:
+                enforced = (tenant_matcher(self.config.tenant_label, principal.tenants),)
         return Policy(enforced=enforced, denied_names=denied, max_range_seconds=self.limits.max_range_seconds)
+
+    def vm_id_matcher(self, principal: Principal) -> tuple[str, str, str]:
+        """`vm_id=~"..."` listing the VMs novacron_vm_info gives the caller's tenants (tenancy.mode vm_id).
+
+        The list covers every VM seen within limits.max_range (plus lookback), so history stays readable; it
+        is refreshed every tenancy.refresh. Series without a vm_id never match, so host series stay hidden.
+        """
+        key = ("vm_ids", *sorted(principal.tenants))
+        ids = self._vm_ids.get(key)
+        if ids is None:
+            now = time.time()
+            params = [
+                ("match[]", aggregate.inventory_query({}, self.tenant_scope(principal))),
+                ("start", f"{now - self.limits.max_range_seconds - 300:.3f}"),
+                ("end", f"{now:.3f}"),
+            ]
+            values = self.prometheus.call("/api/v1/label/vm_id/values", params, method="GET")
+            ids = tuple(sorted(v for v in values if v))
+            self._vm_ids.put(key, ids)
+        if not ids:
+            # An empty alternation would match series *without* vm_id: refuse instead.
+            raise ScopeError(
+                "no VM of this token's tenants is known to Prometheus; nothing can be scoped to it"
+            )
+        return ("vm_id", "=~", "|".join(regex_escape(i) for i in ids))
 
     def tenant_scope(self, principal: Principal) -> str | None:
         """The matcher confining novacron_vm_info to the caller's tenants (None: sees all)."""

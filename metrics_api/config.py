@@ -104,6 +104,8 @@ class Config:
     prometheus_bearer_token: str | None = None
     prometheus_ca_file: str | None = None
     tenant_label: str = "tenant"
+    tenancy_mode: str = "label"
+    tenancy_refresh_seconds: float = 30.0
     roles: Mapping[str, Role] = field(default_factory=dict)
     tokens: tuple[TokenEntry, ...] = ()
     sensitive: tuple[SensitiveRule, ...] = ()
@@ -117,7 +119,7 @@ class Config:
 
 _TOP = {
     "prometheus",
-    "tenant_label",
+    "tenancy",
     "roles",
     "tokens",
     "sensitive_metrics",
@@ -356,9 +358,14 @@ def build_config(data: Mapping[str, Any]) -> Config:
     """Validate a parsed YAML mapping into a Config (raises ConfigError naming the key)."""
     check_keys(data, _TOP, "")
     url, prom_token, ca = _prometheus(_mapping(data.get("prometheus"), "prometheus"))
-    tenant_label = data.get("tenant_label", "tenant")
+    tenancy = _mapping(data.get("tenancy"), "tenancy")
+    check_keys(tenancy, {"mode", "label", "refresh"}, "tenancy")
+    tenant_label = tenancy.get("label", "tenant")
     if not isinstance(tenant_label, str) or not LABEL_NAME_RE.match(tenant_label):
-        raise ConfigError("tenant_label", "must be a Prometheus label name")
+        raise ConfigError("tenancy.label", "must be a Prometheus label name")
+    mode = tenancy.get("mode", "label")
+    if mode not in ("label", "vm_id"):
+        raise ConfigError("tenancy.mode", "must be label (series carry the tenant label) or vm_id")
     roles = _roles(_mapping(data.get("roles"), "roles"))
     tokens_raw = data.get("tokens") or []
     if not isinstance(tokens_raw, list):
@@ -385,6 +392,8 @@ def build_config(data: Mapping[str, Any]) -> Config:
         prometheus_bearer_token=prom_token,
         prometheus_ca_file=ca,
         tenant_label=tenant_label,
+        tenancy_mode=mode,
+        tenancy_refresh_seconds=parse_duration_seconds(tenancy.get("refresh", 30), "tenancy.refresh"),
         roles=roles,
         tokens=tokens,
         sensitive=_sensitive(data.get("sensitive_metrics"), roles),

@@ -630,3 +630,25 @@ def test_fuzz_never_500_never_leaks(env: Env, query: str) -> None:
         assert_no_leak(body["data"])
     else:
         assert "Traceback" not in body["error"]
+
+
+# -- tenancy.mode vm_id: per-VM series without a tenant label, scoped through novacron_vm_info ---------
+
+
+def test_vm_id_mode_scopes_real_exporter_series(env: Env, tmp_path: Path) -> None:
+    client = make_client(api_config(env.prometheus.url, tmp_path / "a.jsonl", tenancy={"mode": "vm_id"}))
+    acme_ids = {vm["vm_id"] for vm in env.libvirt_vms if vm["tenant"] == "acme"}
+    # The libvirt exporter's per-VM series carry only vm_id (the schema contract); acme sees exactly its VMs.
+    result = env.get("/api/v1/query", client=client, query='novacron_vm_cpu_seconds_total{job="libvirt"}')
+    assert {r["metric"]["vm_id"] for r in result.get_json()["data"]["result"]} == acme_ids
+    everything = env.get("/api/v1/query", client=client, query='{__name__=~".+"}').get_json()["data"]
+    assert {r["metric"]["vm_id"] for r in everything["result"]} == acme_ids | {"vm-a1", "vm-a2"}
+    assert_no_leak(everything)
+    hostile = env.get("/api/v1/query", client=client, query='novacron_vm_memory_bytes or {vm_id=~".+"}')
+    assert hostile.status_code == 200, hostile.get_json()
+    assert {r["metric"]["vm_id"] for r in hostile.get_json()["data"]["result"]} <= acme_ids | {
+        "vm-a1",
+        "vm-a2",
+    }
+    values = env.get("/api/v1/label/vm_id/values", client=client).get_json()["data"]
+    assert set(values) == acme_ids | {"vm-a1", "vm-a2"}

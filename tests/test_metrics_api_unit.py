@@ -198,7 +198,8 @@ def _config(**overrides: Any) -> dict[str, Any]:
         ({"sensitive_metrics": [{"match": "(", "roles": ["admin"]}]}, "sensitive_metrics[0].match"),
         ({"oidc": {"audience": "x"}}, "oidc"),
         ({"oidc": {"public_key_file": "/nonexistent.pem"}}, "oidc.public_key_file"),
-        ({"tenant_label": "bad-label"}, "tenant_label"),
+        ({"tenancy": {"label": "bad-label"}}, "tenancy.label"),
+        ({"tenancy": {"mode": "magic"}}, "tenancy.mode"),
         ({"rate_limit": {"burst": -1}}, "rate_limit.burst"),
     ],
 )
