@@ -67,6 +67,29 @@ def cmd_lint(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run every panel query against a Prometheus; exit 1 when a query fails or returns no data."""
+    from dashboards.evaluate import Prometheus, PrometheusError, run_dashboard
+
+    overrides = dict(v.split("=", 1) for v in args.var or [] if "=" in v)
+    prom = Prometheus(args.prometheus_url)
+    failures = 0
+    for item in _built(args.tenant):
+        try:
+            results = run_dashboard(prom, item.model, overrides, scrape_interval=args.scrape_interval)
+        except PrometheusError as exc:
+            print(f"{item.model['uid']}: {exc}")
+            failures += 1
+            continue
+        total = sum(r.seconds for r in results)
+        empty = [r for r in results if not r.has_data]
+        failures += len(empty)
+        print(f"{item.model['uid']}: {len(results)} queries, {total:.3f}s, {len(empty)} without data")
+        for r in empty:
+            print(f"  {r.panel} [{r.ref_id}]: {r.error or 'no data'}: {r.expr}")
+    return 1 if failures else 0
+
+
 def cmd_provision(args: argparse.Namespace) -> int:
     from dashboards.provisioning import write_provisioning
 
@@ -127,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-schema", action="store_true", help="skip JSON schema validation")
     with_tenant(p)
     p.set_defaults(func=cmd_lint)
+
+    p = sub.add_parser(
+        "check", help="run every panel query against a Prometheus (exit 1 if any returns no data)"
+    )
+    p.add_argument("--prometheus-url", required=True)
+    p.add_argument(
+        "--var", action="append", help="variable value, e.g. --var host=kvm01 (default: All / first)"
+    )
+    p.add_argument("--scrape-interval", type=float, default=15.0, help="for $__rate_interval (seconds)")
+    with_tenant(p)
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
         "provision", help="write a Grafana provisioning tree (data sources, provider, dashboards)"
