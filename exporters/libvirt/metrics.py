@@ -167,9 +167,9 @@ BLOCK_SPECS = (
     Spec("block", "rd.reqs", "novacron_vm_disk_read_requests_total", True, "Read requests to a disk"),
     Spec("block", "wr.reqs", "novacron_vm_disk_write_requests_total", True, "Write requests to a disk"),
     Spec("block", "fl.reqs", "novacron_vm_disk_flush_requests_total", True, "Flush requests to a disk"),
-    Spec("block", "rd.times", "novacron_vm_disk_read_seconds_total", True, "Time spent reading", NS),
-    Spec("block", "wr.times", "novacron_vm_disk_write_seconds_total", True, "Time spent writing", NS),
-    Spec("block", "fl.times", "novacron_vm_disk_flush_seconds_total", True, "Time spent flushing", NS),
+    Spec("block", "rd.times", "novacron_vm_disk_read_time_seconds_total", True, "Time spent reading", NS),
+    Spec("block", "wr.times", "novacron_vm_disk_write_time_seconds_total", True, "Time spent writing", NS),
+    Spec("block", "fl.times", "novacron_vm_disk_flush_time_seconds_total", True, "Time spent flushing", NS),
     Spec("block", "capacity", "novacron_vm_disk_capacity_bytes", False, "Disk size seen by the guest"),
     Spec(
         "block",
