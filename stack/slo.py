@@ -100,28 +100,29 @@ def _parse_slo(item: Any, key: str) -> SLO:
     if not isinstance(sli, Mapping):
         raise ConfigError(f"{key}.sli", "required: `events` (errors, total) or `error_ratio`")
     check_keys(sli, {"events", "error_ratio"}, f"{key}.sli")
-    common = {
-        "name": name,
-        "description": str(item.get("description", "")),
-        "objective": round(float(objective) / 100, 10),
-        "window": window,
-        "labels": {str(k): str(v) for k, v in labels.items()},
-    }
+    desc = str(item.get("description", ""))
+    ratio_objective = round(float(objective) / 100, 10)
+    static = {str(k): str(v) for k, v in labels.items()}
     if "events" in sli and "error_ratio" not in sli:
-        events = sli["events"]
-        if not isinstance(events, Mapping):
-            raise ConfigError(f"{key}.sli.events", "a mapping with errors and total")
-        check_keys(events, {"errors", "total"}, f"{key}.sli.events")
-        for part in ("errors", "total"):
-            if "{{window}}" not in str(events.get(part, "")):
-                raise ConfigError(f"{key}.sli.events.{part}", "required, with {{window}} as the range")
-        return SLO(**common, errors=str(events["errors"]).strip(), total=str(events["total"]).strip())
+        errors, total = _events(sli["events"], f"{key}.sli.events")
+        return SLO(name, desc, ratio_objective, window, errors=errors, total=total, labels=static)
     if "error_ratio" in sli and "events" not in sli:
         ratio = str(sli["error_ratio"] or "").strip()
         if not ratio:
             raise ConfigError(f"{key}.sli.error_ratio", "must be a PromQL expression")
-        return SLO(**common, error_ratio=ratio)
+        return SLO(name, desc, ratio_objective, window, error_ratio=ratio, labels=static)
     raise ConfigError(f"{key}.sli", "exactly one of `events` or `error_ratio`")
+
+
+def _events(events: Any, key: str) -> tuple[str, str]:
+    """The errors and total expressions of an events SLI; both need {{window}}."""
+    if not isinstance(events, Mapping):
+        raise ConfigError(key, "a mapping with errors and total")
+    check_keys(events, {"errors", "total"}, key)
+    for part in ("errors", "total"):
+        if "{{window}}" not in str(events.get(part, "")):
+            raise ConfigError(f"{key}.{part}", "required, with {{window}} as the range")
+    return str(events["errors"]).strip(), str(events["total"]).strip()
 
 
 def _ratio_rules(slo: SLO) -> list[dict[str, Any]]:
@@ -188,11 +189,10 @@ def _alert_rules(slo: SLO) -> list[dict[str, Any]]:
 
 
 def generate(slos: list[SLO]) -> dict[str, Any]:
-    """The rule file as a mapping: one recording and one alerting group per SLO."""
-    groups = []
-    for slo in slos:
-        groups.append({"name": f"novacron-slo-{slo.name}-recording", "rules": _ratio_rules(slo)})
-        groups.append({"name": f"novacron-slo-{slo.name}-alerts", "rules": _alert_rules(slo)})
+    """The rule file: one group per SLO, recording rules first so its alerts read fresh ratios."""
+    groups = [
+        {"name": f"novacron-slo-{slo.name}", "rules": _ratio_rules(slo) + _alert_rules(slo)} for slo in slos
+    ]
     return {"groups": groups}
 
 
