@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -129,6 +130,7 @@ class AzureProvider(Provider):
         self._credential = credential
         self._arm: Any = None
         self._metrics: dict[str, Any] = {}
+        self._lock = threading.RLock()  # target threads share the lazily built SDK clients
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any], key: str, defaults: Mapping[str, Any]) -> AzureProvider:
@@ -160,6 +162,10 @@ class AzureProvider(Provider):
     # -- clients -----------------------------------------------------------------------------------------
 
     def credential(self) -> Any:
+        with self._lock:
+            return self._credential_locked()
+
+    def _credential_locked(self) -> Any:
         if self._credential is None:
             from azure.identity import DefaultAzureCredential
 
@@ -171,6 +177,10 @@ class AzureProvider(Provider):
         return {"enforce_https": False} if url.startswith("http://") else {}
 
     def arm(self) -> Any:
+        with self._lock:
+            return self._arm_locked()
+
+    def _arm_locked(self) -> Any:
         if self._arm is None:
             from azure.core import PipelineClient
             from azure.core.pipeline import policies
@@ -190,6 +200,10 @@ class AzureProvider(Provider):
         return self._arm
 
     def metrics_client(self, region: str) -> Any:
+        with self._lock:
+            return self._metrics_locked(region)
+
+    def _metrics_locked(self, region: str) -> Any:
         if region not in self._metrics:
             from azure.monitor.querymetrics import MetricsClient
 
