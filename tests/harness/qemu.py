@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import tempfile
 import uuid
@@ -60,7 +61,8 @@ class QemuGuest:
     """Define and start a guest on entry; destroy, undefine and delete its disk on exit."""
 
     def __init__(self, name: str | None = None, uri: str = SYSTEM_URI) -> None:
-        self.name = name or f"nctest-{uuid.uuid4().hex[:8]}"
+        # The creating process's pid in the name lets a later run tell a leftover from a live guest.
+        self.name = name or f"nctest-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.uuid = str(uuid.uuid4())
         self.uri = uri
         self.disk = IMAGE_DIR / f"{self.name}.qcow2"
@@ -108,12 +110,17 @@ class QemuGuest:
                 self._conn.close()
 
 
+def _owner_alive(suffix: str) -> bool:
+    pid = suffix.split("-", 1)[0]
+    return pid.isdigit() and Path(f"/proc/{pid}").exists()
+
+
 def remove_stale_guests(prefix: str = "nctest-") -> None:
     """Remove guests a killed test run left behind (they would hold memory and CPU)."""
     with contextlib.suppress(libvirt.libvirtError):
         conn = libvirt.open(SYSTEM_URI)
         for dom in conn.listAllDomains():
-            if dom.name().startswith(prefix):
+            if dom.name().startswith(prefix) and not _owner_alive(dom.name()[len(prefix) :]):
                 with contextlib.suppress(libvirt.libvirtError):
                     if dom.isActive():
                         dom.destroy()
