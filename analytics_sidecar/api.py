@@ -71,6 +71,10 @@ class Api:
         out["/api/v1/analyse"] = self._guard(self.analyse, "POST")
         return out
 
+    def guard_get(self, fn: Handler) -> Handler:
+        """Token-protect a GET route served by another module (the anomaly API)."""
+        return self._guard(fn, "GET")
+
     # -- plumbing --------------------------------------------------------------------------------
     def _guard(self, fn: Handler, method: str) -> Handler:
         def handler(request: Request) -> Response:

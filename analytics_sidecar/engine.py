@@ -20,6 +20,9 @@ from analytics_sidecar.source import PromSource, SourceError, in_shard, labels_o
 log = logging.getLogger(__name__)
 
 Bounds = tuple[float, float, float]  # point, lower, upper
+# Called with (kind "vm" or "host", resource "cpu" or "memory", labels, utilisation ratio series) for every
+# series a cycle reads, so other analyses (the anomaly detectors) reuse the same reads.
+Observer = Callable[[str, str, Mapping[str, str], Series], None]
 ANALYSES = ("patterns", "rightsizing", "forecast", "capacity", "consolidation", "cost", "efficiency")
 
 
@@ -112,10 +115,17 @@ class Results:
 class Engine:
     """Runs cycles; the HTTP side only reads the Results object a cycle returns."""
 
-    def __init__(self, cfg: Config, source: PromSource, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        source: PromSource,
+        clock: Callable[[], float] = time.time,
+        observer: Observer | None = None,
+    ) -> None:
         self.cfg = cfg
         self.source = source
         self.clock = clock
+        self.observer = observer
         self.catalogue = cost.load_catalogue(cfg.catalogue_file)
 
     # -- reading ---------------------------------------------------------------------------------
@@ -183,6 +193,11 @@ class Engine:
         vcpus = data["vcpus"].get(vm)
         memory = data["memory"].get(vm)
         cpu_f, mem_f = cpu.finite(), mem.finite()
+        if self.observer is not None:
+            if vcpus and len(cpu_f):
+                self.observer("vm", "cpu", labels, Series(cpu_f.t, cpu_f.v / vcpus))
+            if memory and len(mem_f):
+                self.observer("vm", "memory", labels, Series(mem_f.t, mem_f.v / memory))
         idle = False
         if vcpus and len(cpu_f):
             idle = rightsizing.is_idle(Series(cpu_f.t, cpu_f.v / vcpus), net, cfg.idle)
@@ -242,6 +257,10 @@ class Engine:
                 model = forecast.fit(series, now + 1e-6, cfg.forecast) if series is not None else None
                 if model is None:
                     continue
+                if self.observer is not None and series is not None and capacity:
+                    kind = "cpu" if resource == "cpu_cores" else "memory"
+                    f = series.finite()
+                    self.observer("host", kind, {"host": h}, Series(f.t, f.v / capacity))
                 fc[resource] = _at_horizons(model, now, cfg.analysis.horizons)
                 if capacity:
                     exh[resource] = forecast.time_to_exhaustion(model, capacity, now)

@@ -6,13 +6,17 @@ import argparse
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from werkzeug.wrappers import Request, Response
+
 from analytics_sidecar.api import Api
 from analytics_sidecar.config import Config, Shard, load_config, parse_duration
 from analytics_sidecar.engine import Engine
+from analytics_sidecar.series import Series
 from analytics_sidecar.source import PromSource, SourceError
 from analytics_sidecar.writeback import State, WritebackCollector
 from exporters.common.cli import add_web_flags, setup_logging
@@ -93,20 +97,67 @@ class Loop:
         return thread
 
 
-def build(cfg: Config, web_config_file: str | None, telemetry_path: str) -> tuple[ExporterApp, Loop]:
-    stats_source = PromSource(cfg.prometheus, cfg.analysis.step, cfg.analysis.chunk, time.time)
-    state = State(risk=cfg.rightsizing.risk.name, source_stats=stats_source.stats)
-    engine = Engine(cfg, stats_source)
+def build(
+    cfg: Config, web_config_file: str | None, telemetry_path: str, state_dir: str | None = None
+) -> tuple[ExporterApp, Loop]:
+    """The app and its analysis loop; the anomaly detectors ride on the same cycle when installed."""
+    source = PromSource(cfg.prometheus, cfg.analysis.step, cfg.analysis.chunk, time.time)
+    state = State(risk=cfg.rightsizing.risk.name, source_stats=source.stats)
+    anomaly = _anomaly_parts(state_dir)
+    engine = Engine(cfg, source, observer=anomaly.observer if anomaly else None)
     loop = Loop(engine, state, cfg.analysis.interval)
     api = Api(state, cfg.api_token, loop.wake.set)
+    routes = api.routes()
+    collectors: list[Any] = [WritebackCollector(state)]
+    if anomaly:
+        collectors.append(anomaly.collector)
+        for path in anomaly.paths:
+            routes[path] = api.guard_get(anomaly.handler)
     app = ExporterApp(
         name="novacron-analytics",
-        registry=registry_with(WritebackCollector(state)),
+        registry=registry_with(*collectors),
         telemetry_path=telemetry_path,
         web_config=load_web_config(web_config_file),
-        routes=api.routes(),
+        routes=routes,
     )
     return app, loop
+
+
+# On first sight of a series the detectors get this much history (then only newer points each cycle).
+ANOMALY_WARMUP_SECONDS = 2 * 86400.0
+
+
+class _AnomalyParts:
+    """The anomaly package's engine, collector and Flask blueprint, wired to this sidecar's cycle."""
+
+    paths = ("/api/v1/anomalies/incidents", "/api/v1/anomalies/series")
+
+    def __init__(self, state_dir: str | None) -> None:
+        from flask import Flask
+
+        from analytics_sidecar.anomaly.api import anomaly_api, init_anomaly_api
+        from analytics_sidecar.anomaly.engine import AnomalyCollector, AnomalyEngine, keys_from_labels
+
+        self.engine = AnomalyEngine(state_dir=str(Path(state_dir) / "anomaly") if state_dir else None)
+        self.collector = AnomalyCollector(self.engine)
+        self._keys = keys_from_labels
+        self.flask = Flask("novacron-anomaly")
+        self.flask.register_blueprint(anomaly_api)
+        init_anomaly_api(self.flask, self.engine)
+
+    def observer(self, kind: str, resource: str, labels: Mapping[str, str], series: Series) -> None:
+        recent = series.since(float(series.t[-1]) - ANOMALY_WARMUP_SECONDS) if len(series) else series
+        self.engine.update(self._keys(resource, labels, kind), recent.t.tolist(), recent.v.tolist())
+
+    def handler(self, request: Request) -> Response:
+        return Response.from_app(self.flask.wsgi_app, request.environ)
+
+
+def _anomaly_parts(state_dir: str | None) -> _AnomalyParts | None:
+    try:
+        return _AnomalyParts(state_dir)
+    except ImportError:  # a build without the anomaly package: right-sizing and forecasts still run
+        return None
 
 
 def _audit_to(state_dir: str | None) -> None:
@@ -123,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
         cfg = config_from_args(args)
-        app, loop = build(cfg, args.web_config_file, args.telemetry_path)
+        app, loop = build(cfg, args.web_config_file, args.telemetry_path, args.state_dir)
     except ConfigError as err:
         exit_config_error("novacron-analytics serve", err)
     _audit_to(args.state_dir)

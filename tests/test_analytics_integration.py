@@ -459,21 +459,27 @@ def test_shards_split_the_fleet(stack: dict, capsys: pytest.CaptureFixture[str])
     assert sorted(seen) == sorted(set(seen)) and len(seen) == 12
 
 
-def test_serve_command_bad_config_exits_2(tmp_path: Path) -> None:
+def test_serve_command_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from analytics_sidecar.main import main
+
     bad = tmp_path / "bad.yml"
     bad.write_text("analysis:\n  step: 7m\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "analytics_sidecar.main",
-            "serve",
-            f"--config.file={bad}",
-            f"--web.listen-address=127.0.0.1:{free_port()}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
-    assert "analysis.step" in proc.stderr
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", f"--config.file={bad}", f"--web.listen-address=127.0.0.1:{free_port()}"])
+    assert exc.value.code == 2
+    assert "analysis.step" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--shard", "2/2", f"--web.listen-address=127.0.0.1:{free_port()}"])
+    assert exc.value.code == 2
+    assert "shard" in capsys.readouterr().err
+
+
+def test_anomaly_detectors_ride_on_the_cycle(stack: dict) -> None:
+    prom = stack["prom"]
+    score = _value(prom, 'novacron_anomaly_score{vm_id="vm-diurnal",resource="cpu"}')
+    assert 0.0 <= score <= 1.0
+    url = stack["url"]
+    assert requests.get(f"{url}/api/v1/anomalies/incidents", timeout=10).status_code == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    r = requests.get(f"{url}/api/v1/anomalies/incidents", headers=auth, timeout=10)
+    assert r.status_code == 200 and r.json()["status"] == "success"
