@@ -278,6 +278,8 @@ class Bridge:
         result: IntakeResult | None,
     ) -> str:
         state = lc.transition(row["state"], event)
+        if state == row["state"] and row["open_key"] is None:
+            return state  # resolving a resolved episode again: idempotent, nothing to record
         values: dict[str, Any] = {"state": state, "updated_at": now, "next_action_at": None}
         if state == lc.RESOLVED:
             values.update(open_key=None, ends_at=ends_at, ack_by=None, ack_at=None, ack_reason=None)
