@@ -156,3 +156,12 @@ def test_config_errors_name_the_key() -> None:
             {"azure": AzureProvider},
         )
     assert err.value.key == "providers[0].client_secret"
+
+
+def test_resource_group_listing(fake: AzureFake) -> None:
+    p = provider(fake, resource_groups=["rg-dev"], tags={"env": "dev"})
+    r = refresher(p)
+    assert r.refresh()
+    names = [s.labels["vm_name"] for s in scrape(r, now=NOW)["novacron_vm_info"]]
+    assert names == ["dev-0"]
+    assert r.stats.calls["ListVirtualMachines"] == 1
