@@ -389,8 +389,9 @@ def create_app(
     audit: AuditLog | None = None,
     web_config: WebConfig | None = None,
     authenticator: Authenticator | None = None,
+    telemetry_path: str = "/metrics",
 ) -> Flask:
-    """Build the Flask app; `web_config.users` (bcrypt basic auth) guards /metrics only."""
+    """Build the Flask app; `web_config.users` (bcrypt basic auth) guards the telemetry path only."""
     app = Flask("novacron-metrics-api")
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
     service = Service(config, audit or AuditLog(config.audit_file), authenticator=authenticator)
@@ -543,7 +544,7 @@ def create_app(
 
     _add_rest_routes(route, service)
 
-    @app.route("/metrics", endpoint="metrics")
+    @app.route(telemetry_path, endpoint="metrics")
     def telemetry() -> Response:
         g.endpoint = "metrics"
         if web.users:

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         exit_config_error(PROG, err)
     except ValueError as err:
         exit_config_error(PROG, ConfigError("web.listen-address", str(err)))
-    app = create_app(config, web_config=web)
+    if not args.telemetry_path.startswith("/") or args.telemetry_path.startswith("/api/"):
+        exit_config_error(PROG, ConfigError("web.telemetry-path", "must start with / and not with /api/"))
+    app = create_app(config, web_config=web, telemetry_path=args.telemetry_path)
     try:
         server = make_server(host, port, app, threaded=True, ssl_context=web.ssl_context())
     except OSError as exc:

@@ -389,3 +389,17 @@ def test_exposition_escapes_and_names() -> None:
     assert 'm{b="1"} +Inf 2000' in text
     with pytest.raises(formats.NotAcceptable):
         formats.query_exposition({"resultType": "string", "result": [1, "s"]})
+
+
+def test_deploy_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).parent.parent / "deploy/metrics-api/metrics-api.yml").read_text())
+    monkeypatch.setenv("NOVACRON_METRICS_API_NOC_TOKEN", "noc-token-0123456789abcdef")
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("admin-token-0123456789abcdef\n")
+    data["tokens"][2]["token_file"] = str(token_file)
+    data["audit"]["file"] = str(tmp_path / "audit.jsonl")
+    cfg = build_config(data)
+    assert cfg.tenancy_mode == "vm_id" and len(cfg.tokens) == 3 and cfg.oidc is None
+    assert Authenticator(cfg).authenticate("Bearer admin-token-0123456789abcdef").role == "admin"
