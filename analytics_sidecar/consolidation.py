@@ -55,7 +55,7 @@ def pack(items: Sequence[Item], hosts: Sequence[Bin], sort: bool = True) -> Plan
     order = list(items)
     if sort:
         order.sort(key=lambda i: (max(i.cpu / max_cpu, i.memory / max_mem), i.vm_id), reverse=True)
-    pending = sorted(hosts, key=lambda h: (h.cpu / max_cpu + h.memory / max_mem, h.host), reverse=True)
+    pending = sorted(hosts, key=lambda h: (-(h.cpu / max_cpu + h.memory / max_mem), h.host))
     opened: list[_Open] = []
     placement: dict[str, str] = {}
     unplaced: list[str] = []

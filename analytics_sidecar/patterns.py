@@ -52,8 +52,11 @@ class Patterns:
 
 
 def seasonal_strength(x: np.ndarray, period: int) -> float:
-    """Hyndman & Athanasopoulos' strength of seasonality: max(0, 1 - Var(R) / Var(S + R)), 0 if too short."""
-    if period < 2 or np.isfinite(x).sum() < 2 * period:
+    """Hyndman & Athanasopoulos' strength of seasonality: max(0, 1 - Var(R) / Var(S + R)); 0 if too short.
+
+    Needs three full periods: with two, the seasonal means of pure noise already explain half its variance.
+    """
+    if period < 2 or np.isfinite(x).sum() < 3 * period:
         return 0.0
     y = nan_fill(x)
     n_full = (y.size // period) * period
