@@ -27,6 +27,7 @@ from exporters.common.webconfig import WebConfig, load_web_config
 from exporters.libvirt.collector import ALL_GROUPS, LibvirtCollector
 from exporters.libvirt.exposition import CONTENT_TYPE, render
 from exporters.libvirt.target import Target, silence_libvirt_stderr, start_event_loop
+from exporters.libvirt.workers import DaemonPool
 
 PROG = "novacron-libvirt-exporter"
 DEFAULT_PORT = 9178
@@ -158,12 +159,16 @@ class ProbeTargets:
         self.settings = settings
         self._targets: OrderedDict[str, Target] = OrderedDict()
         self._lock = threading.Lock()
+        # One pool for every probed target: idle threads are not multiplied by the number of hypervisors.
+        self._pool = DaemonPool("libvirt-probe", min_workers=4, max_workers=256)
 
     def get(self, uri: str) -> Target:
         with self._lock:
             target = self._targets.pop(uri, None)
             if target is None:
-                target = Target(uri, self.settings.groups, xml_ttl=self.settings.metadata_refresh)
+                target = Target(
+                    uri, self.settings.groups, xml_ttl=self.settings.metadata_refresh, pool=self._pool
+                )
             self._targets[uri] = target
             while len(self._targets) > self.settings.probe_max_targets:
                 _, old = self._targets.popitem(last=False)
