@@ -1,0 +1,305 @@
+"""Online causal anomaly detector for one series: robust, EWMA, seasonal, change-point, half-space trees.
+
+Every `update(t, x)` uses only points up to t. The component surprises are combined into one raw score in
+[0, 1], calibrated by an anomaly-likelihood step (how unusual the recent raw scores are against their own
+history, in the manner of Numenta's anomaly likelihood) and made sparse: after an alarm (score at or above
+`threshold`) further scores are held below the threshold for `suppress` points. The whole object pickles, so
+per-series state survives restarts.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections import deque
+from dataclasses import dataclass, field
+
+from river import anomaly as river_anomaly
+
+DAY = 86400.0
+WEEK = 7 * DAY
+LOG_LIKELIHOOD_DENOM = math.log(1.0 - 0.9999999999)
+
+
+@dataclass(frozen=True)
+class DetectorParams:
+    """General parameters, fixed before any scoring (never tuned per series)."""
+
+    window: int = 256  # rolling median / MAD window (points)
+    mad_every: int = 8  # recompute the MAD every N points (it needs a second sort)
+    ewma_alpha: float = 0.05
+    season_buckets: int = 48  # phase buckets per day and per week period
+    season_alpha: float = 0.1
+    season_min_periods: int = 2
+    band_k: float = 3.0  # baseline band = seasonal mean ± band_k * seasonal deviation
+    cusum_drift: float = 0.5
+    cusum_h: float = 8.0
+    hst_trees: int = 10
+    hst_height: int = 6
+    hst_window: int = 128
+    z_scale: float = 3.0  # surprise z of z_offset + z_scale maps to raw ≈ 0.63
+    z_offset: float = 2.5  # surprises below this many robust sigmas count as nothing
+    short_window: int = 10  # likelihood: mean of the recent raw scores ...
+    history: int = 2000  # ... against this many past raw scores
+    learning: int = 300  # no likelihood before this many points
+    threshold: float = 0.5  # declared alarm threshold of the final score
+    suppress: int = 150  # points after an alarm during which no new alarm is raised
+    seed: int = 7
+    spike_z: float = 0.0  # a point this many sigmas off its (seasonal) baseline alarms by itself; 0 disables
+    use: str = "rcesh"  # components: r robust, c change point, e EWMA, s seasonal, h half-space trees
+    combine: str = "each"
+
+
+@dataclass
+class Output:
+    """One scored point: final score in [0,1], baseline band, raw combined score, alarm flag."""
+
+    score: float
+    upper: float
+    lower: float
+    raw: float
+    alarm: bool
+    likelihood: float  # the calibrated score before suppression
+
+
+class _Rolling:
+    """Sorted rolling window: O(log n) median and quantiles, MAD refreshed periodically."""
+
+    def __init__(self, size: int, mad_every: int) -> None:
+        self.size = size
+        self.mad_every = mad_every
+        self.fifo: deque[float] = deque()
+        self.sorted: list[float] = []
+        self.mad = 0.0
+        self._since = 0
+
+    def push(self, x: float) -> None:
+        self.fifo.append(x)
+        insort(self.sorted, x)
+        if len(self.fifo) > self.size:
+            old = self.fifo.popleft()
+            del self.sorted[bisect_left(self.sorted, old)]
+        self._since += 1
+        if self._since >= self.mad_every:
+            self._since = 0
+            med = self.median()
+            dev = sorted(abs(v - med) for v in self.sorted)
+            self.mad = dev[len(dev) // 2]
+
+    def median(self) -> float:
+        s = self.sorted
+        return s[len(s) // 2] if s else 0.0
+
+    def spread(self) -> float:
+        s = self.sorted
+        return s[-1] - s[0] if s else 0.0
+
+
+class _Seasonal:
+    """Per-phase EWMA mean and mean absolute deviation for one period (daily or weekly)."""
+
+    def __init__(self, period: float, buckets: int, alpha: float) -> None:
+        self.period = period
+        self.buckets = buckets
+        self.alpha = alpha
+        self.mean = [0.0] * buckets
+        self.dev = [0.0] * buckets
+        self.count = [0] * buckets
+        self.first_t: float | None = None
+
+    def bucket(self, t: float) -> int:
+        return int((t % self.period) / self.period * self.buckets) % self.buckets
+
+    def periods_seen(self, t: float) -> float:
+        return 0.0 if self.first_t is None else (t - self.first_t) / self.period
+
+    def expect(self, b: int) -> tuple[float, float, int]:
+        return self.mean[b], self.dev[b], self.count[b]
+
+    def learn(self, t: float, b: int, x: float) -> None:
+        if self.first_t is None:
+            self.first_t = t
+        n = self.count[b]
+        if n == 0:
+            self.mean[b] = x
+        else:
+            a = max(self.alpha, 1.0 / (n + 1))
+            err = x - self.mean[b]
+            self.mean[b] += a * err
+            self.dev[b] += a * (abs(err) - self.dev[b])
+        self.count[b] = n + 1
+
+
+class _Likelihood:
+    """Gaussian tail likelihood of the short-term mean raw score against the long history (Numenta-style)."""
+
+    def __init__(self, short: int, history: int, learning: int) -> None:
+        self.short: deque[float] = deque(maxlen=short)
+        self.hist: deque[float] = deque(maxlen=history)
+        self.learning = learning
+        self.sum = 0.0
+        self.sumsq = 0.0
+        self.seen = 0
+
+    def update(self, raw: float) -> float:
+        self.short.append(raw)
+        avg = sum(self.short) / len(self.short)
+        self.seen += 1
+        n = len(self.hist)
+        score = 0.0
+        if self.seen > self.learning and n > 1:
+            mean = max(self.sum / n, 0.03)
+            var = max(self.sumsq / n - (self.sum / n) ** 2, 0.0003)
+            likelihood = 1.0 - _tail(avg, mean, math.sqrt(var))
+            score = math.log(1.0000000001 - likelihood) / LOG_LIKELIHOOD_DENOM
+        if n == self.hist.maxlen:
+            old = self.hist[0]
+            self.sum -= old
+            self.sumsq -= old * old
+        self.hist.append(avg)
+        self.sum += avg
+        self.sumsq += avg * avg
+        return min(max(score, 0.0), 1.0)
+
+
+def _tail(x: float, mean: float, std: float) -> float:
+    """Upper tail probability of x under N(mean, std); values below the mean are not anomalous."""
+    if x < mean:
+        return 1.0 - _tail(2 * mean - x, mean, std)
+    return 0.5 * math.erfc((x - mean) / (std * math.sqrt(2.0)))
+
+
+@dataclass
+class AnomalyDetector:
+    """Combined online detector for one series; `update` returns an Output per point."""
+
+    params: DetectorParams = field(default_factory=DetectorParams)
+
+    def __post_init__(self) -> None:
+        p = self.params
+        self.roll = _Rolling(p.window, p.mad_every)
+        self.ewma_mean: float | None = None
+        self.ewma_var = 0.0
+        self.daily = _Seasonal(DAY, p.season_buckets, p.season_alpha)
+        self.weekly = _Seasonal(WEEK, p.season_buckets * 7, p.season_alpha)
+        self.cusum_pos = 0.0
+        self.cusum_neg = 0.0
+        self.hst = river_anomaly.HalfSpaceTrees(
+            n_trees=p.hst_trees, height=p.hst_height, window_size=p.hst_window, seed=p.seed
+        )
+        self.likelihood = _Likelihood(p.short_window, p.history, p.learning)
+        self.comp_likelihood = {k: _Likelihood(p.short_window, p.history, p.learning) for k in p.use}
+        self.n = 0
+        self.last_t: float | None = None
+        self.last_x: float | None = None
+        self.quiet = 0  # points left in the suppression window
+
+    def update(self, t: float, x: float) -> Output:
+        """Score point (t, x) with state from earlier points only, then learn it."""
+        p = self.params
+        if x != x:  # NaN: report the baseline, learn nothing
+            return self._no_value()
+        z_parts, upper, lower = self._surprises(t, x)
+        if z_parts and p.combine == "each":
+            raw = 1.0 - math.exp(-max(z_parts.values()) / p.z_scale)
+            score = max(
+                self.comp_likelihood[k].update(1.0 - math.exp(-max(z - p.z_offset, 0.0) / p.z_scale))
+                for k, z in z_parts.items()
+            )
+        else:
+            if z_parts:
+                vals = list(z_parts.values())
+                zz = max(vals) if p.combine == "max" else sum(vals) / len(vals)
+                raw = 1.0 - math.exp(-zz / p.z_scale)
+            else:
+                raw = 0.0
+            score = self.likelihood.update(raw)
+        if p.spike_z > 0:
+            ref = z_parts.get("s", z_parts.get("r", 0.0))
+            if ref >= p.spike_z:
+                # Extreme single points bypass the likelihood, which averages them away over its short window.
+                score = max(score, 0.5 + 0.5 * (1.0 - math.exp(-(ref - p.spike_z) / p.spike_z)))
+        self._learn(t, x)
+        alarm = False
+        likelihood = score
+        if self.quiet > 0:
+            self.quiet -= 1
+            score = min(score, p.threshold) * 0.1
+        elif score >= p.threshold:
+            alarm = True
+            self.quiet = p.suppress
+        return Output(score, upper, lower, raw, alarm, likelihood)
+
+    def _no_value(self) -> Output:
+        med = self.roll.median()
+        return Output(0.0, med, med, 0.0, False, 0.0)
+
+    def _scale(self) -> float:
+        """Robust scale with a floor so flat series do not turn every blip into infinity."""
+        r = self.roll
+        return max(1.4826 * r.mad, 0.02 * r.spread(), 1e-6 * abs(r.median()), 1e-9)
+
+    def _surprises(self, t: float, x: float) -> tuple[dict[str, float], float, float]:
+        """Component surprises (z-like, >= 0) and the baseline band for point x, before learning it."""
+        p = self.params
+        parts: dict[str, float] = {}
+        med = self.roll.median()
+        scale = self._scale()
+        upper = lower = med
+        if self.n >= 16:
+            z = (x - med) / scale
+            if "r" in p.use:
+                parts["r"] = abs(z)
+            # Change point: two-sided CUSUM of the clipped robust z against a drift allowance.
+            zc = max(min(z, 6.0), -6.0)
+            self.cusum_pos = max(0.0, self.cusum_pos + zc - p.cusum_drift)
+            self.cusum_neg = max(0.0, self.cusum_neg - zc - p.cusum_drift)
+            cus = max(self.cusum_pos, self.cusum_neg)
+            if "c" in p.use:
+                parts["c"] = cus / p.cusum_h * 3.0
+            if cus > p.cusum_h:
+                self.cusum_pos = self.cusum_neg = 0.0
+            if "e" in p.use and self.ewma_mean is not None and self.ewma_var > 0:
+                parts["e"] = abs(x - self.ewma_mean) / max(math.sqrt(self.ewma_var), scale)
+            upper, lower = med + p.band_k * scale, med - p.band_k * scale
+            seasonal = self._seasonal_expect(t)
+            if seasonal is not None and "s" in p.use:
+                mean, dev = seasonal
+                dev = max(dev * 1.2533, scale * 0.05)  # 1.2533: mean abs dev -> sigma
+                parts["s"] = abs(x - mean) / dev
+                upper, lower = mean + p.band_k * dev, mean - p.band_k * dev
+            # Half-space trees on a squashed robust z and step change: learned density of recent behaviour.
+            feat = {"z": 0.5 + 0.5 * math.tanh(z / 4.0), "d": self._delta_feature(x, scale)}
+            hs = self.hst.score_one(feat)
+            self.hst.learn_one(feat)
+            if "h" in p.use:
+                parts["h"] = hs * 4.0
+        return parts, upper, lower
+
+    def _delta_feature(self, x: float, scale: float) -> float:
+        d = 0.0 if self.last_x is None else (x - self.last_x) / scale
+        return 0.5 + 0.5 * math.tanh(d / 4.0)
+
+    def _seasonal_expect(self, t: float) -> tuple[float, float] | None:
+        """Weekly baseline once two weeks are seen, else daily once two days are seen."""
+        p = self.params
+        for season in (self.weekly, self.daily):
+            if season.periods_seen(t) >= p.season_min_periods:
+                mean, dev, count = season.expect(season.bucket(t))
+                if count >= p.season_min_periods:
+                    return mean, dev
+        return None
+
+    def _learn(self, t: float, x: float) -> None:
+        a = self.params.ewma_alpha
+        if self.ewma_mean is None:
+            self.ewma_mean = x
+        else:
+            d = x - self.ewma_mean
+            self.ewma_mean += a * d
+            self.ewma_var = (1 - a) * (self.ewma_var + a * d * d)
+        self.roll.push(x)
+        self.daily.learn(t, self.daily.bucket(t), x)
+        self.weekly.learn(t, self.weekly.bucket(t), x)
+        self.n += 1
+        self.last_t, self.last_x = t, x

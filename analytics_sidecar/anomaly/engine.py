@@ -1,0 +1,250 @@
+"""Per-series anomaly state for the sidecar: incremental updates, kept over restarts, write-back metrics.
+
+The sidecar's cycle calls `AnomalyEngine.update(key, timestamps, values)` for every monitored series; only
+points newer than the last one seen are scored, so a cycle reads each point once. State is pickled per series
+under the state directory (atomic replace) and reloaded lazily after a restart. `AnomalyCollector` exposes
+the results:
+
+    # HELP novacron_anomaly_score Calibrated anomaly score of the series (0 normal .. 1 certainly anomalous).
+    # TYPE novacron_anomaly_score gauge
+    novacron_anomaly_score{resource="cpu",vm_id="vm-1"} 0.02
+    # HELP novacron_baseline_upper Upper edge of the learned (seasonal) baseline band, in the series' unit.
+    # TYPE novacron_baseline_upper gauge
+    novacron_baseline_upper{resource="cpu",vm_id="vm-1"} 0.71
+    novacron_baseline_lower{resource="cpu",vm_id="vm-1"} 0.12
+    novacron_anomaly_alarms_total{resource="cpu",vm_id="vm-1"} 3.0
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import pickle
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from analytics_sidecar.anomaly.detector import AnomalyDetector, DetectorParams
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+TRACE_LENGTH = 360  # recent (t, value, score) kept per series for correlation
+EPISODES_KEPT = 32
+
+
+@dataclass
+class Episode:
+    """One anomalous stretch of a series: onset, end (None while ongoing) and the peak score reached."""
+
+    onset: float
+    end: float | None
+    peak: float
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    """Identity of a monitored series: the VM (or host) and the resource (cpu, memory, disk_read, ...)."""
+
+    vm_id: str
+    resource: str
+    host: str = ""
+    tenant: str = ""
+    kind: str = "vm"  # "vm" or "host": a host series is a candidate cause of its VMs' anomalies
+
+    @property
+    def ident(self) -> str:
+        return f"{self.kind}:{self.vm_id}:{self.resource}"
+
+
+@dataclass
+class SeriesState:
+    """Everything kept for one series: the detector, the last point seen, the latest output, a short trace."""
+
+    key: SeriesKey
+    detector: AnomalyDetector
+    last_t: float = -math.inf
+    score: float = 0.0
+    upper: float = math.nan
+    lower: float = math.nan
+    alarms: int = 0
+    onset: float | None = None  # start of the current anomalous episode, None when normal
+    episodes: deque[Episode] = field(default_factory=lambda: deque(maxlen=EPISODES_KEPT))
+    trace: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=TRACE_LENGTH))
+
+
+class AnomalyEngine:
+    """Thread-safe registry of per-series detectors; `update` is the sidecar cycle's entry point."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        params: DetectorParams | None = None,
+        episode_threshold: float | None = None,
+    ) -> None:
+        self.params = params or DetectorParams()
+        self.state_dir = Path(state_dir) if state_dir else None
+        # An episode (for incidents) starts when the score crosses this and ends below half of it.
+        self.episode_threshold = self.params.threshold if episode_threshold is None else episode_threshold
+        self._series: dict[str, SeriesState] = {}
+        self._dirty: set[str] = set()
+        self._lock = threading.RLock()
+        if self.state_dir:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+
+    def update(
+        self, key: SeriesKey, timestamps: Sequence[float], values: Sequence[float]
+    ) -> tuple[float, float, float]:
+        """Score the points newer than the last seen; return (score, upper, lower) of the latest point."""
+        if len(timestamps) != len(values):
+            raise ValueError("timestamps and values differ in length")
+        with self._lock:
+            st = self._get(key)
+            for t, x in zip(timestamps, values, strict=True):
+                t = float(t)
+                if t <= st.last_t:
+                    continue  # already scored in an earlier cycle
+                self._score_point(st, t, float(x))
+            if timestamps:
+                self._dirty.add(key.ident)
+            return st.score, st.upper, st.lower
+
+    def _score_point(self, st: SeriesState, t: float, x: float) -> None:
+        out = st.detector.update(t, x)
+        st.last_t = t
+        st.score, st.upper, st.lower = out.score, out.upper, out.lower
+        if out.alarm:
+            st.alarms += 1
+        # Episodes use the raw calibrated likelihood too, so suppression does not end an episode early.
+        level = max(out.score, out.likelihood)
+        if st.onset is None and level >= self.episode_threshold:
+            st.onset = t
+            st.episodes.append(Episode(t, None, level))
+        elif st.onset is not None:
+            ep = st.episodes[-1]
+            ep.peak = max(ep.peak, level)
+            if level < self.episode_threshold / 2:
+                st.onset, ep.end = None, t
+        st.trace.append((t, x, level))
+
+    def _get(self, key: SeriesKey) -> SeriesState:
+        st = self._series.get(key.ident)
+        if st is None:
+            st = self._load(key) or SeriesState(key, AnomalyDetector(self.params))
+            self._series[key.ident] = st
+        return st
+
+    def series(self) -> list[SeriesState]:
+        """Snapshot of every series' state (the objects are live; read, do not mutate)."""
+        with self._lock:
+            return list(self._series.values())
+
+    def forget(self, key: SeriesKey) -> None:
+        """Drop a series (VM deleted) and its saved state."""
+        with self._lock:
+            self._series.pop(key.ident, None)
+            self._dirty.discard(key.ident)
+            path = self._path(key)
+            if path is not None and path.exists():
+                path.unlink()
+
+    # --- persistence -------------------------------------------------------------------------------------
+
+    def _path(self, key: SeriesKey) -> Path | None:
+        if self.state_dir is None:
+            return None
+        digest = hashlib.sha256(key.ident.encode()).hexdigest()[:32]
+        return self.state_dir / f"{digest}.pkl"
+
+    def save(self) -> int:
+        """Write every changed series' state (atomic per file); returns the number written."""
+        if self.state_dir is None:
+            return 0
+        with self._lock:
+            dirty = [self._series[i] for i in self._dirty if i in self._series]
+            for st in dirty:
+                path = self._path(st.key)
+                assert path is not None
+                tmp = path.with_suffix(".tmp")
+                with open(tmp, "wb") as fh:
+                    pickle.dump({"version": STATE_VERSION, "params": self.params, "state": st}, fh)
+                os.replace(tmp, path)
+            self._dirty.clear()
+            return len(dirty)
+
+    def _load(self, key: SeriesKey) -> SeriesState | None:
+        path = self._path(key)
+        if path is None or not path.exists():
+            return None
+        try:
+            # The state dir is the sidecar's own private directory; nothing else writes there.
+            with open(path, "rb") as fh:
+                blob = pickle.load(fh)  # noqa: S301
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
+            log.warning("anomaly state %s unreadable (%s); starting the series afresh", path.name, exc)
+            return None
+        if blob.get("version") != STATE_VERSION or blob.get("params") != self.params:
+            log.info("anomaly state %s is from other parameters; starting the series afresh", path.name)
+            return None
+        st: SeriesState = blob["state"]
+        st.key = key  # labels like host/tenant may have changed since the save
+        return st
+
+    def load_all(self) -> int:
+        """Not needed for correctness (series load lazily); returns the number of saved series on disk."""
+        if self.state_dir is None:
+            return 0
+        return sum(1 for _ in self.state_dir.glob("*.pkl"))
+
+
+class AnomalyCollector:
+    """prometheus_client collector over an engine's latest outputs."""
+
+    def __init__(self, engine: AnomalyEngine, clock=time.time) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["vm_id", "resource"]
+        score = GaugeMetricFamily(
+            "novacron_anomaly_score",
+            "Calibrated anomaly score of the series (0 normal .. 1 certainly anomalous).",
+            labels=labels,
+        )
+        upper = GaugeMetricFamily(
+            "novacron_baseline_upper",
+            "Upper edge of the learned (seasonal) baseline band, in the series' unit.",
+            labels=labels,
+        )
+        lower = GaugeMetricFamily(
+            "novacron_baseline_lower",
+            "Lower edge of the learned (seasonal) baseline band, in the series' unit.",
+            labels=labels,
+        )
+        alarms = CounterMetricFamily(
+            "novacron_anomaly_alarms",
+            "Sparse alarms raised for the series (one per suppression window).",
+            labels=labels,
+        )
+        for st in self.engine.series():
+            lv = [st.key.vm_id, st.key.resource]
+            score.add_metric(lv, st.score)
+            if not math.isnan(st.upper):
+                upper.add_metric(lv, st.upper)
+                lower.add_metric(lv, st.lower)
+            alarms.add_metric(lv, st.alarms)
+        yield from (score, upper, lower, alarms)
+
+
+def keys_from_labels(resource: str, labels: Mapping[str, str], kind: str = "vm") -> SeriesKey:
+    """Build a SeriesKey from Prometheus labels joined with novacron_vm_info (vm_id, host, tenant)."""
+    ident = labels.get("vm_id") or labels.get("host") or ""
+    return SeriesKey(ident, resource, labels.get("host", ""), labels.get("tenant", ""), kind)
