@@ -16,7 +16,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.common.web import serve_in_thread
 from exporters.libvirt.main import build_parser, make_app, settings_from
-from tests.harness import ManagedProcess, free_port, start_prometheus, test_driver_fleet, test_driver_hosts
+from tests.harness import (
+    ManagedProcess,
+    free_port,
+    start_prometheus,
+    test_driver_fleet,
+    test_driver_hosts,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORTER = [sys.executable, "-m", "exporters.libvirt.main"]
@@ -198,3 +205,83 @@ def test_prometheus_scrapes_both_modes_and_documented_queries_answer(exporter: s
         # The exporter honours Prometheus' scrape timeout header: the scrape took less than it.
         duration = prom.query('scrape_duration_seconds{job="libvirt"}')
         assert float(duration[0]["value"][1]) < 1.0
+
+
+def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    request = [
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]
+    subprocess.run(
+        [*request, "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key
+
+
+def test_tls_and_basic_auth_from_the_command_line(fleet: str, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    hashed = bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(
+        yaml.safe_dump(
+            {
+                "tls_server_config": {"cert_file": str(cert), "key_file": str(key)},
+                "basic_auth_users": {"p": hashed},
+            }
+        )
+    )
+    port = free_port()
+    argv = [
+        *EXPORTER,
+        f"--libvirt.uri={fleet}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        f"--web.config.file={web}",
+    ]
+    url = f"https://127.0.0.1:{port}/metrics"
+    proc = ManagedProcess("libvirt-exporter-tls", argv, tmp_path / "exporter.log", cwd=REPO)
+    with proc:
+        assert wait_until(
+            lambda: requests.get(url, verify=str(cert), timeout=5).status_code == 401, timeout=20
+        )
+        resp = requests.get(url, verify=str(cert), auth=("p", "pw"), timeout=10)
+        assert resp.status_code == 200 and "novacron_vm_info{" in resp.text
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(url.replace("https", "http"), timeout=5)  # no plain HTTP next to TLS
+
+
+def test_bad_web_config_exits_2(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prom: plaintext\n")
+    result = subprocess.run(
+        [*EXPORTER, f"--web.config.file={web}"], capture_output=True, text=True, cwd=REPO, timeout=30
+    )
+    assert result.returncode == 2 and "basic_auth_users.prom" in result.stderr
+    assert "plaintext" not in result.stderr  # the secret is not echoed
+
+
+def test_probe_only_mode_serves_process_metrics_on_metrics(tmp_path: Path) -> None:
+    port = free_port()
+    args = build_parser().parse_args(["--libvirt.uri=", "--probe.allowed-targets=^test://"])
+    server = serve_in_thread(make_app(settings_from(args)), f"127.0.0.1:{port}")
+    try:
+        samples = parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+        assert "process_cpu_seconds_total" in samples and "novacron_libvirt_up" not in samples
+        uri = test_driver_fleet(tmp_path, n_domains=2, seed=5)
+        probed = parse(
+            requests.get(f"http://127.0.0.1:{port}/probe", params={"target": uri}, timeout=10).text
+        )
+        assert len(probed["novacron_vm_state"]) == 2
+    finally:
+        server.shutdown()

@@ -94,6 +94,7 @@ class Target:
         self._closed_by_libvirt = False
         self._lock = threading.Lock()
         self._opened_once = False
+        self._last_error = ""
 
     def scrape(self, timeout: float) -> Snapshot:
         """A Snapshot within `timeout` seconds; `up` False when libvirt cannot be reached."""
@@ -110,6 +111,9 @@ class Target:
                 snapshot.host.hostname = self.hostname
             self.counters.timed_out_domains += sum(1 for d in snapshot.domains if d.timed_out)
             snapshot.duration = time.monotonic() - started
+            if self._last_error:
+                log.info("scrape of %s works again", self.uri)
+                self._last_error = ""
             return snapshot
         except (libvirt.libvirtError, TimeoutError, OSError) as exc:
             self._drop_if_dead()
@@ -175,7 +179,10 @@ class Target:
 
     def _failed(self, reason: str, started: float) -> Snapshot:
         self.counters.errors += 1
-        log.warning("scrape of %s failed: %s", self.uri, reason)
+        # Warn when the target goes down or the reason changes; while it stays down, every scrape at debug.
+        level = logging.DEBUG if reason == self._last_error else logging.WARNING
+        log.log(level, "scrape of %s failed: %s", self.uri, reason)
+        self._last_error = reason
         return Snapshot(up=False, error=reason, duration=time.monotonic() - started)
 
 
