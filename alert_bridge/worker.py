@@ -22,7 +22,6 @@ from alert_bridge.service import Bridge, StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-CLAIM_SECONDS = 120.0  # a claimed row comes back to the queue after this if its replica dies mid-delivery
 
 
 @dataclass
@@ -72,11 +71,19 @@ class Worker:
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bridge-channel")
         self._fanout = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bridge-deliver")
         self._last_reconcile = 0.0
+        # A claimed row returns to the queue after this if its replica dies mid-delivery: longer than any
+        # send can take, so a live replica never loses its claim.
+        timeouts = [c.config.timeout_seconds for c in channels.values()] or [10.0]
+        self.claim_seconds = 2 * max(timeouts) + 5
         bridge.on_reconcile_request = self.request_reconcile
 
     # --- lifecycle -----------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self.bridge.db.is_sqlite:
+            # SQLite has one bridge process per file: claims left by a killed predecessor are stale.
+            with self.bridge.db.write() as conn:
+                conn.execute(update(outbox).where(outbox.c.status == "pending").values(claimed_until=0.0))
         for target, name in (
             (self._deliver_loop, "bridge-outbox"),
             (self._housekeeping_loop, "bridge-timers"),
@@ -163,7 +170,7 @@ class Worker:
                     .where(
                         outbox.c.id == row["id"], outbox.c.claimed_until < now, outbox.c.status == "pending"
                     )
-                    .values(claimed_until=now + CLAIM_SECONDS)
+                    .values(claimed_until=now + self.claim_seconds)
                 ).rowcount
                 if got:
                     claimed.append(dict(row))
