@@ -1,7 +1,8 @@
-"""Prometheus rule linter in the manner of pint: labels, annotations, `for:` bounds, runbooks, counters, naming."""
+"""Prometheus rule linter after pint: labels, annotations, `for:` bounds, runbooks, counters, naming."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -61,10 +62,9 @@ def _register_forbidden() -> None:
         fn = pq.Function(
             name, [pq.ValueType.Matrix, pq.ValueType.Scalar, pq.ValueType.Scalar], pq.ValueType.Vector
         )
-        try:
+        # ValueError: already registered (by an earlier call) or built in.
+        with contextlib.suppress(ValueError):
             pq.register_extra_functions([fn])
-        except ValueError:
-            pass  # already registered (by an earlier call) or built in
 
 
 _register_forbidden()
@@ -119,8 +119,8 @@ def check_expr(expr: str) -> list[tuple[str, str]]:
     for node, parents in _walk(tree):
         if isinstance(node, pq.Call):
             problems.extend(_check_call(node))
-        if isinstance(node, pq.VectorSelector) and _is_counter(node.name):
-            problem = _check_counter_use(node.name, parents)
+        if isinstance(node, pq.VectorSelector) and node.name and _is_counter(node.name):
+            problem = _check_counter_use(str(node.name), parents)
             if problem:
                 problems.append(problem)
     return problems
@@ -232,8 +232,16 @@ def lint_rules_data(data: Any, path: str, runbooks: Path | None) -> list[Problem
         return [Problem(path, "-", "file/structure", "a rule file is a mapping with a list under `groups`")]
     seen_alerts: set[tuple[str, str]] = set()  # (alert, its static labels)
     for group in data["groups"]:
+        if not isinstance(group, dict) or not isinstance(group.get("rules"), list):
+            problems.append(
+                Problem(path, "-", "file/structure", "every group is a mapping with a list of rules")
+            )
+            continue
         gname = str(group.get("name", "?"))
-        for rule in group.get("rules") or []:
+        for rule in group["rules"]:
+            if not isinstance(rule, dict):
+                problems.append(Problem(path, gname, "rule/structure", "a rule is a mapping"))
+                continue
             label = f"{gname}/{rule.get('alert') or rule.get('record') or '?'}"
             found = _lint_rule(rule, runbooks, seen_alerts)
             problems.extend(Problem(path, label, check, msg) for check, msg in found)
@@ -270,13 +278,20 @@ def lint_files(paths: Iterable[Path], runbooks: Path | None = None) -> list[Prob
             problems.append(Problem(str(path), "-", "file/read", str(exc).splitlines()[0]))
             continue
         problems.extend(lint_rules_data(data, str(path), runbooks))
-        for group in (data or {}).get("groups") or []:
-            for rule in group.get("rules") or []:
-                name = rule.get("record")
-                if name and name in records and records[name] != str(path):
-                    problems.append(
-                        Problem(str(path), name, "record/duplicate", f"also recorded in {records[name]}")
-                    )
-                elif name:
-                    records[name] = str(path)
+        for rule in _rules(data):
+            name = rule.get("record")
+            if name and name in records and records[name] != str(path):
+                problems.append(
+                    Problem(str(path), name, "record/duplicate", f"also recorded in {records[name]}")
+                )
+            elif name:
+                records[name] = str(path)
     return problems
+
+
+def _rules(data: Any) -> Iterator[dict[str, Any]]:
+    """Every well-formed rule mapping of a parsed rule file (malformed parts are reported elsewhere)."""
+    groups = data.get("groups") if isinstance(data, dict) else None
+    for group in groups if isinstance(groups, list) else []:
+        rules = group.get("rules") if isinstance(group, dict) else None
+        yield from (r for r in (rules if isinstance(rules, list) else []) if isinstance(r, dict))

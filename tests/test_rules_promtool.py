@@ -1,4 +1,4 @@
-"""Rule files pass `promtool check rules`, every promtool unit test passes, every alert has fire/must-not cases."""
+"""promtool check rules and promtool unit tests pass; every alert has a firing and a must-not-fire case."""
 
 from __future__ import annotations
 
@@ -45,7 +45,11 @@ def test_promtool_check_rules_accepts_every_file() -> None:
 @pytest.mark.parametrize("test_file", TEST_FILES, ids=[p.name for p in TEST_FILES])
 def test_promtool_unit_tests_pass(test_file: Path) -> None:
     result = subprocess.run(
-        ["promtool", "test", "rules", test_file.name], cwd=TEST_DIR, capture_output=True, text=True, timeout=120
+        ["promtool", "test", "rules", test_file.name],
+        cwd=TEST_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
