@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
@@ -123,7 +124,7 @@ def _int_arg(name: str, default: int, maximum: int) -> int:
 
 
 def create_app(ctx: AppContext) -> Flask:
-    app = Flask("novacron-alert-bridge")
+    app = Flask("alert_bridge", template_folder=str(Path(__file__).parent / "templates"))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.secret_key = ctx.bridge.config.session_secret or __import__("secrets").token_hex(32)
     bridge = ctx.bridge

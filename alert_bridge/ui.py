@@ -53,11 +53,13 @@ def register_ui(app: Flask, ctx: Any) -> None:
 
         return decorate
 
-    def sign_in(who: Principal) -> Response:
+    def sign_in(who: Principal, next_path: str = "") -> Response:
         session.clear()
         session["tid"] = who.token_id
         session["csrf"] = secrets.token_urlsafe(24)
-        return redirect(url_for("ui_alerts"))  # type: ignore[return-value]
+        # Only our own UI paths: a sign-in link must not become an open redirect.
+        target = next_path if next_path.startswith("/ui/") and "//" not in next_path else url_for("ui_alerts")
+        return redirect(target)  # type: ignore[return-value]
 
     @app.route("/ui/login", methods=["GET", "POST"])
     def ui_login() -> Any:
@@ -78,7 +80,7 @@ def register_ui(app: Flask, ctx: Any) -> None:
         who = ctx.tokens.by_id(token_id)
         if who is None:
             return render_template("login.html", error="The token behind this link was revoked."), 401
-        return sign_in(who)
+        return sign_in(who, request.args.get("next", ""))
 
     @app.post("/api/v1/ui-links")
     @requires("viewer")

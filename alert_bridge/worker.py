@@ -23,7 +23,6 @@ from alert_bridge.service import Bridge, StorageUnavailable
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class Breaker:
     """Closed -> open after N consecutive failures -> half-open (one trial) after the reset time."""
