@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.samples import Sample
 
 from exporters.libvirt.gather import ACTIVE_STATES, DomainSample, HostSample, Snapshot
 
@@ -233,6 +234,11 @@ INFO_LABELS = (
 )
 
 
+def _sample_name(fam: Metric) -> str:
+    """The sample name prometheus_client's add_metric would use (counters get `_total`)."""
+    return fam.name + "_total" if fam.type == "counter" else fam.name
+
+
 def _family(spec: Spec, labels: list[str]) -> GaugeMetricFamily | CounterMetricFamily:
     cls = CounterMetricFamily if spec.counter else GaugeMetricFamily
     return cls(spec.name, spec.help, labels=labels)
@@ -269,18 +275,21 @@ def vm_families(snapshot: Snapshot, groups: frozenset[str]) -> Iterator[Metric]:
         "VM state: " + ", ".join(f"{k} {v}" for k, v in STATE_NAMES.items()),
         labels=["vm_id"],
     )
-    for d in domains:
-        if "state.state" in d.stats:
-            state.add_metric([d.uuid], d.stats["state.state"])
+    # One labels dict per domain, shared by all its single-series metrics (nothing mutates sample labels).
+    vm_labels = [({"vm_id": d.uuid}, d.stats) for d in domains]
+    append = state.samples.append
+    for labels, stats in vm_labels:
+        if "state.state" in stats:
+            append(Sample("novacron_vm_state", labels, stats["state.state"]))
     yield state
     for spec in VM_SPECS:
         if spec.group in groups or spec.group == "state":
             fam = _family(spec, ["vm_id"])
-            key, scale = spec.key, spec.scale
-            for d in domains:
-                value = d.stats.get(key)
+            key, scale, name, append = spec.key, spec.scale, _sample_name(fam), fam.samples.append
+            for labels, stats in vm_labels:
+                value = stats.get(key)
                 if value is not None:
-                    fam.add_metric([d.uuid], value * scale)
+                    append(Sample(name, labels, value * scale))
             yield fam
     if "vcpu" in groups:
         yield from _indexed(domains, VCPU_SPECS, "vcpu", None, "vcpu")
@@ -298,14 +307,20 @@ def _indexed(
     domains: list[DomainSample], specs: tuple[Spec, ...], prefix: str, count_key: str | None, label: str
 ) -> Iterator[Metric]:
     families = [_family(spec, ["vm_id", label]) for spec in specs]
+    # Hot loop at thousands of domains: samples are built directly, one shared labels dict per device.
+    plan = [
+        (spec.key, spec.scale, _sample_name(fam), fam.samples.append)
+        for spec, fam in zip(specs, families, strict=True)
+    ]
     for d in domains:
         stats = d.stats
         for index, name in _numbered(stats, prefix, count_key):
             base = f"{prefix}.{index}."
-            for spec, fam in zip(specs, families, strict=True):
-                value = stats.get(base + spec.key)
+            labels = {"vm_id": d.uuid, label: name}
+            for key, scale, sample_name, append in plan:
+                value = stats.get(base + key)
                 if value is not None:
-                    fam.add_metric([d.uuid, name], value * spec.scale)
+                    append(Sample(sample_name, labels, value * scale))
     yield from families
 
 
@@ -542,7 +557,8 @@ def topology_families(snapshot: Snapshot) -> Iterator[Metric]:
 
 
 def _edge(fam: GaugeMetricFamily, source: str, target: str, kind: str, host: str) -> None:
-    fam.add_metric([f"{source}->{target}", source, target, kind, host], 1)
+    labels = {"id": f"{source}->{target}", "source": source, "target": target, "kind": kind, "host": host}
+    fam.samples.append(Sample("novacron_topology_edge", labels, 1))
 
 
 def _pool_id(host: str, pool: str) -> str:
