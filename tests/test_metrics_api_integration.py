@@ -46,6 +46,7 @@ TOKENS = {
     "multi": "multi-token-0123456789abcdef",
     "admin": "admin-token-0123456789abcdef",
     "operator": "operator-token-0123456789abcdef",
+    "empty": "empty-token-0123456789abcdef",
 }
 
 
@@ -92,6 +93,7 @@ def api_config(prometheus_url: str, audit_path: Path, **overrides: Any) -> dict[
             {"name": "multi", "role": "viewer", "tenants": ["ac.e", "initech"], "sha256": sha("multi")},
             {"name": "ops-admin", "role": "admin", "sha256": sha("admin")},
             {"name": "noc", "role": "operator", "sha256": sha("operator")},
+            {"name": "nobody", "role": "viewer", "tenants": ["nobody"], "sha256": sha("empty")},
         ],
         "sensitive_metrics": [{"match": "novacron_billing_.*", "roles": ["admin"]}],
         "limits": {"max_range": "2d", "max_points_per_series": 1000, "max_series": 500},
@@ -654,3 +656,15 @@ def test_vm_id_mode_scopes_real_exporter_series(env: Env, tmp_path: Path) -> Non
     }
     values = env.get("/api/v1/label/vm_id/values", client=client).get_json()["data"]
     assert set(values) == acme_ids | {"vm-a1", "vm-a2"}
+    # A tenant without VMs: an empty vm_id alternation would match every series lacking vm_id, so refuse.
+    empty = env.get("/api/v1/query", "empty", client=client, query="novacron_host_cpu_seconds_total")
+    assert empty.status_code == 403 and "no VM" in empty.get_json()["error"]
+
+
+def test_prometheus_timeout_is_503(env: Env, tmp_path: Path) -> None:
+    client = make_client(
+        api_config(env.prometheus.url, tmp_path / "a.jsonl", limits={"query_timeout": "1ms"})
+    )
+    heavy = "sum(count_over_time(novacron_vm_memory_bytes[1d:1ms]))"
+    resp = env.get("/api/v1/query", "admin", client=client, query=heavy)
+    assert resp.status_code == 503 and resp.get_json()["errorType"] == "timeout"

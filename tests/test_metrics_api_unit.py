@@ -403,3 +403,34 @@ def test_deploy_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.Monk
     cfg = build_config(data)
     assert cfg.tenancy_mode == "vm_id" and len(cfg.tokens) == 3 and cfg.oidc is None
     assert Authenticator(cfg).authenticate("Bearer admin-token-0123456789abcdef").role == "admin"
+
+
+def test_upstream_retries_a_connection_closed_while_idle() -> None:
+    """A kept-alive connection the server dropped is replaced transparently (the read is retried once)."""
+    import socket
+    import threading
+
+    from metrics_api.upstream import Prometheus
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    answer = b'{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}'
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            conn.recv(65536)
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                + str(len(answer)).encode()
+                + b"\r\n\r\n"
+                + answer
+            )
+            conn.close()  # keep-alive announced (HTTP/1.1) but the server closes: the next use finds it dead
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    client = Prometheus(f"http://127.0.0.1:{listener.getsockname()[1]}", 5)
+    assert client.call("/api/v1/query", [("query", "1")])["result"] == [1, "1"]
+    assert client.call("/api/v1/query", [("query", "1")])["result"] == [1, "1"]
+    thread.join(5)
+    listener.close()
