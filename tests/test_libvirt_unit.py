@@ -319,3 +319,60 @@ def test_fast_renderer_matches_prometheus_client(tmp_path: Path) -> None:
 
     assert normalised(ours) == normalised(theirs)
     assert 'vm_name="quote \\" back \\\\ slash\\nnewline"' in ours
+
+
+def _no_domain(name: str) -> libvirt.libvirtError:
+    err = libvirt.libvirtError(f"Domain not found: {name}")
+    err.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, str(err), 0, "", None, None, 0, 0)
+    return err
+
+
+class _GoneDomain(_StuckDomain):
+    """A listed domain undefined right after the listing: every call says VIR_ERR_NO_DOMAIN."""
+
+    def __getattr__(self, attr: str) -> Any:
+        def gone(*_args: Any) -> Any:
+            raise _no_domain(self.name())
+
+        return gone
+
+
+class _ConnWithVanishedDomain:
+    """One domain is undefined between the listing and the bulk call."""
+
+    def __init__(self, real: Any, gone: str) -> None:
+        self.real = real
+        self.gone = gone
+
+    def listAllDomains(self, flags: int = 0) -> list[Any]:
+        return [
+            _GoneDomain(d, threading.Event()) if d.name() == self.gone else d
+            for d in self.real.listAllDomains(flags)
+        ]
+
+    def domainListGetStats(self, doms: list[Any], stats: int, flags: int) -> list[Any]:
+        if any(isinstance(d, _GoneDomain) for d in doms):
+            raise _no_domain(self.gone)
+        return list(self.real.domainListGetStats(doms, stats, flags))
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.real, attr)
+
+
+def test_a_domain_vanishing_mid_scrape_does_not_fail_the_scrape(tmp_path: Path) -> None:
+    uri = test_driver_fleet(tmp_path, n_domains=10, seed=4)
+    real = libvirt.openReadOnly(uri)
+    gone = sorted(d.name() for d in real.listAllDomains())[3]
+    target = Target(uri, DEFAULT_GROUPS, opener=lambda _uri: _ConnWithVanishedDomain(real, gone))
+    try:
+        samples = _samples_text(render_text(target))
+    finally:
+        target.close()
+    assert samples["novacron_libvirt_up"][0].value == 1
+    assert len(samples["novacron_vm_state"]) == 9  # the other nine, asked one by one
+    assert len(samples["novacron_vm_cpu_seconds_total"]) == 9
+    assert samples["novacron_libvirt_domains_timed_out"][0].value == 0
+
+
+def render_text(target: Target) -> str:
+    return generate_latest(registry_with(LibvirtCollector(target, DEFAULT_GROUPS, timeout=5))).decode()

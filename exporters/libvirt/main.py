@@ -253,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         exit_config_error(PROG, err)
     setup_logging(settings.log_level)
+    # One access-log line per scrape is noise at info level; keep it for debugging.
+    logging.getLogger("werkzeug").setLevel(logging.INFO if settings.log_level == "debug" else logging.WARNING)
     silence_libvirt_stderr()
     start_event_loop()
     app = make_app(settings)
