@@ -20,7 +20,7 @@ from exporters.cloud.refresh import TargetRefresher
 from exporters.cloud.resilience import Backoff, CircuitBreaker
 from exporters.common.web import registry_with
 from tests.fakes import aws_seed
-from tests.harness import ManagedProcess, start_moto
+from tests.harness import ManagedProcess
 
 REGION = "eu-west-1"
 OTHER = "eu-central-1"
@@ -30,12 +30,12 @@ NOW = math.floor(__import__("time").time() / 3600) * 3600 - 3600 + 30
 
 
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedProcess]:
+def moto(moto_server: ManagedProcess) -> Iterator[ManagedProcess]:
+    """The session's moto server (regions here are used by no other test), with credentials in the env."""
     with pytest.MonkeyPatch.context() as mp:
         for k, v in aws_seed.CREDS_ENV.items():
             mp.setenv(k, v)
-        with start_moto(tmp_path_factory.mktemp("moto-cloud")) as proc:
-            yield proc
+        yield moto_server
 
 
 @pytest.fixture(scope="module")

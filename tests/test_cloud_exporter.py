@@ -26,7 +26,7 @@ from exporters.common.web import serve_in_thread
 from tests.fakes import aws_seed
 from tests.fakes.azure_metrics import AzureFake, StaticTokenCredential
 from tests.fakes.gcp_monitoring import GcpMonitoringFake
-from tests.harness import ManagedProcess, free_port, start_moto
+from tests.harness import ManagedProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "exporters.cloud.main"]
@@ -36,18 +36,16 @@ FAST = {"period": "1m", "delay": "0s", "window": "10m"}
 
 
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def moto(moto_server: ManagedProcess) -> Iterator[str]:
+    """The session's moto server; this module alone uses REGION. Credentials in the env for the SDK chain."""
     with pytest.MonkeyPatch.context() as mp:
         for k, v in aws_seed.CREDS_ENV.items():
             mp.setenv(k, v)
-        with start_moto(tmp_path_factory.mktemp("moto-cloud-exp")) as proc:
-            url = aws_seed.endpoint_of(proc)
-            ids = aws_seed.launch(url, REGION, 4, {"env": "prod", "tenant": "acme"})
-            minute = math.floor(time.time() / 60) * 60
-            aws_seed.put(
-                url, REGION, aws_seed.history(ids, {"CPUUtilization": 50.0}, minute - 300, minute, 60)
-            )
-            yield url
+        url = aws_seed.endpoint_of(moto_server)
+        ids = aws_seed.launch(url, REGION, 4, {"env": "prod", "tenant": "acme"})
+        minute = math.floor(time.time() / 60) * 60
+        aws_seed.put(url, REGION, aws_seed.history(ids, {"CPUUtilization": 50.0}, minute - 300, minute, 60))
+        yield url
 
 
 def write_config(tmp_path: Path, providers: list[dict[str, Any]], **top: Any) -> Path:
