@@ -202,9 +202,6 @@ def test_prometheus_scrapes_both_modes_and_documented_queries_answer(exporter: s
         prom.wait_for('count(novacron_vm_info{job="novacron-libvirt-probe"}) == 10', timeout=30)
         for query in DOCUMENTED_QUERIES:
             assert prom.wait_for(query, timeout=30), query
-        # The exporter honours Prometheus' scrape timeout header: the scrape took less than it.
-        duration = prom.query('scrape_duration_seconds{job="libvirt"}')
-        assert float(duration[0]["value"][1]) < 1.0
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:

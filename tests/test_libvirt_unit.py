@@ -20,7 +20,7 @@ from exporters.libvirt.gather import DomainSample, HostSample, Snapshot
 from exporters.libvirt.main import build_parser, parse_duration, settings_from
 from exporters.libvirt.metrics import host_families, topology_families, vm_families
 from exporters.libvirt.target import Target, silence_libvirt_stderr
-from tests.harness import test_driver_fleet
+from tests.harness import test_driver_fleet, wait_until
 
 silence_libvirt_stderr()
 
@@ -272,7 +272,7 @@ def test_a_domain_that_never_answers_costs_only_itself(tmp_path: Path) -> None:
             info = {s.labels["vm_id"] for s in samples["novacron_vm_info"]}
             assert len(info) == 50  # identity of the stuck domain is still served
         # The second scrape did not ask the stuck domain again: at most the first scrape's calls are pinned.
-        assert target.pool.busy() <= 2
+        assert wait_until(lambda: target.pool.busy() <= 2, timeout=5), target.pool.busy()
     finally:
         release.set()
         target.close()
@@ -376,3 +376,22 @@ def test_a_domain_vanishing_mid_scrape_does_not_fail_the_scrape(tmp_path: Path) 
 
 def render_text(target: Target) -> str:
     return generate_latest(registry_with(LibvirtCollector(target, DEFAULT_GROUPS, timeout=5))).decode()
+
+
+def test_deadline_follows_prometheus_scrape_timeout_header() -> None:
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from exporters.libvirt.main import scrape_timeout
+
+    settings = settings_from(build_parser().parse_args(["--libvirt.timeout=5s"]))
+
+    def with_header(value: str | None) -> float:
+        headers = {"X-Prometheus-Scrape-Timeout-Seconds": value} if value is not None else {}
+        return scrape_timeout(settings, Request(EnvironBuilder(headers=headers).get_environ()))
+
+    assert with_header(None) == 5
+    assert with_header("2") == 1.5  # answer half a second before Prometheus gives up
+    assert with_header("30") == 5  # the flag stays the upper bound
+    assert with_header("soon") == 5
+    assert with_header("0.2") == 0.1
