@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pytest
+from werkzeug.test import Client
 
 from exporters.cloud.config import ENTRY_POINT_GROUP, parse_config, parse_duration, provider_classes
-from exporters.cloud.model import LatePolicy
+from exporters.cloud.main import build_app, build_refreshers
+from exporters.cloud.model import VM, ApiCaller, LatePolicy, Provider, Sample, Target
+from exporters.cloud.refresh import RefreshScheduler
 from exporters.cloud.resilience import Backoff, CircuitBreaker
-from exporters.common.config import ConfigError
+from exporters.common.config import ConfigError, check_keys
 
 
 def test_query_range_covers_whole_periods_before_the_delay() -> None:
@@ -78,3 +87,76 @@ def test_unknown_top_level_key() -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"refresh": "1m", "providers": [{"type": "gcp", "projects": ["p"]}]})
     assert err.value.key == "refresh"
+
+
+class BlockingProvider(Provider):
+    """A custom provider (the plug-in interface) whose metric fetch blocks until released."""
+
+    name = "blocking"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.fetching = threading.Event()
+        self.specs = ()
+
+    @classmethod
+    def from_config(cls, raw: Mapping[str, Any], key: str, defaults: Mapping[str, Any]) -> Provider:
+        check_keys(raw, set(), key)
+        return cls()
+
+    def targets(self) -> Sequence[Target]:
+        return [Target("blocking", "acct", "r1")]
+
+    def discover(self, target: Target, now: float, api: ApiCaller) -> list[VM]:
+        return [api.call("List", lambda: VM("vm-1", "one", "acct", "r1"))]
+
+    def fetch(self, target: Target, vms: Sequence[VM], now: float, api: ApiCaller) -> list[Sample]:
+        self.fetching.set()
+        self.release.wait(10)
+        return [Sample("novacron_vm_cpu_utilisation_ratio", "vm-1", 0.5, now)]
+
+    def is_throttled(self, exc: BaseException) -> bool:
+        return False
+
+
+def test_scrapes_read_the_cache_while_a_refresh_is_stuck() -> None:
+    config = parse_config(
+        {"refresh_interval": "1s", "providers": [{"type": "blocking"}]}, {"blocking": BlockingProvider}
+    )
+    provider = config.providers[0]
+    assert isinstance(provider, BlockingProvider)
+    refreshers = build_refreshers(config)
+    app = build_app(refreshers, "/metrics", None)
+    client = Client(app)
+    scheduler = RefreshScheduler(refreshers, config.refresh_interval)
+    scheduler.start()
+    try:
+        assert provider.fetching.wait(10)
+        started = time.monotonic()
+        body = client.get("/metrics").get_data(as_text=True)
+        assert time.monotonic() - started < 1.0  # the stuck cloud call does not hold the scrape
+        assert 'novacron_cloud_up{account="acct",provider="blocking",region="r1"} 0.0' in body
+        assert "novacron_vm_info{" not in body
+        provider.release.set()
+        deadline = time.monotonic() + 10
+        while "novacron_vm_cpu_utilisation_ratio{" not in body and time.monotonic() < deadline:
+            time.sleep(0.05)
+            body = client.get("/metrics").get_data(as_text=True)
+        assert 'novacron_vm_cpu_utilisation_ratio{vm_id="vm-1"} 0.5' in body
+        assert 'novacron_cloud_api_calls_total{account="acct",operation="List"' in body
+    finally:
+        provider.release.set()
+        scheduler.stop()
+
+
+def test_web_config_basic_auth_protects_metrics(tmp_path: Path) -> None:
+    import bcrypt
+
+    web = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+    web.write_text(f"basic_auth_users:\n  prometheus: '{hashed}'\n")
+    config = parse_config({"providers": [{"type": "blocking"}]}, {"blocking": BlockingProvider})
+    client = Client(build_app(build_refreshers(config), "/metrics", str(web)))
+    assert client.get("/metrics").status_code == 401
+    auth = "Basic " + base64.b64encode(b"prometheus:s3cret").decode()
+    assert client.get("/metrics", headers={"Authorization": auth}).status_code == 200
