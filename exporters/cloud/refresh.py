@@ -182,7 +182,10 @@ class RefreshScheduler:
         self._stop.wait(refresher.rng.uniform(0, min(5.0, self.interval / 10)))
         while not self._stop.is_set():
             started = time.monotonic()
-            refresher.refresh()
+            try:
+                refresher.refresh()
+            except Exception:  # a bug in one target must not end its refresh thread for good
+                log.exception("refresh of %s crashed", "/".join(refresher.target.labels()))
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def stop(self, timeout: float = 10.0) -> None:
