@@ -395,3 +395,30 @@ def test_deadline_follows_prometheus_scrape_timeout_header() -> None:
     assert with_header("30") == 5  # the flag stays the upper bound
     assert with_header("soon") == 5
     assert with_header("0.2") == 0.1
+
+
+def test_metadata_changes_show_after_the_refresh_without_a_timeout(tmp_path: Path) -> None:
+    from exporters.libvirt.domainxml import NOVACRON_NS
+    from exporters.libvirt.gather import Deadline, Gatherer
+
+    conn = libvirt.open(test_driver_fleet(tmp_path, n_domains=3, seed=8))  # read-write: we edit metadata
+    dom = sorted(conn.listAllDomains(), key=lambda d: d.name())[0]
+    gatherer = Gatherer(DEFAULT_GROUPS, xml_ttl=0.05)
+
+    def tenant() -> str:
+        snap = gatherer.gather(conn, Deadline(5))
+        sample = next(s for s in snap.domains if s.uuid == dom.UUIDString())
+        assert not sample.timed_out and sample.meta is not None
+        return sample.meta.labels.get("tenant", "")
+
+    before = tenant()
+    dom.setMetadata(
+        libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+        "<instance><tenant>newco</tenant></instance>",
+        "novacron",
+        NOVACRON_NS,
+        libvirt.VIR_DOMAIN_AFFECT_LIVE,
+    )
+    assert tenant() == before  # cached XML until it is older than the TTL
+    time.sleep(0.1)
+    assert wait_until(lambda: tenant() == "newco", timeout=5)  # refreshed in the background

@@ -328,7 +328,7 @@ class Gatherer:
             sample = samples[uuid]
             if sample.timed_out:
                 continue
-            needs_xml = self._cached_meta(sample, dom, now) is None and (
+            needs_xml = self._use_cached_meta(sample, dom, now) and (
                 "info" in self.groups or missing & {"block", "interface"} or "topology" in self.groups
             )
             needs_job = "job" in self.groups and "job" not in self._unsupported
@@ -346,16 +346,29 @@ class Gatherer:
             elif future.exception() is not None:
                 log.debug("per-domain calls for %s failed: %s", uuid, future.exception())
 
-    def _cached_meta(self, sample: DomainSample, dom: Any, now: float) -> DomainMeta | None:
+    def _use_cached_meta(self, sample: DomainSample, dom: Any, now: float) -> bool:
+        """Give the sample its cached XML; True when the XML must be fetched before the sample is complete.
+
+        An entry only past its age is used once more while a refresh runs in the background, so a refresh
+        never makes a domain miss the deadline. Ages are spread over 0.75-1.25 x the TTL by UUID, so the
+        entries fetched together at start-up do not all expire in the same scrape.
+        """
         cached = self._xml_cache.get(sample.uuid)
         if cached is None:
-            return None
+            return True
         fetched, dom_id, meta = cached
-        # The XML changes on start (target devices appear), so a new domain id invalidates the entry.
-        if now - fetched > self.xml_ttl or dom_id != _dom_id(dom):
-            return None
+        if dom_id != _dom_id(dom):
+            return True  # restarted: target devices (vnetN) changed, the old XML would mislabel them
         sample.meta = meta
-        return meta
+        spread = 0.75 + (int(sample.uuid[:8], 16) % 1000) / 2000 if _is_hex(sample.uuid[:8]) else 1.0
+        if now - fetched > self.xml_ttl * spread:
+            self._tracked((sample.uuid,), self._refresh_xml, sample.uuid, dom)
+        return False
+
+    def _refresh_xml(self, uuid: str, dom: Any) -> None:
+        with contextlib.suppress(libvirt.libvirtError, ValueError):
+            dom_id = _dom_id(dom)
+            self._xml_cache[uuid] = (time.monotonic(), dom_id, parse_domain_xml(dom.XMLDesc(0)))
 
     def _domain_calls(
         self, dom: Any, sample: DomainSample, missing: set[str], needs_xml: bool, needs_job: bool
@@ -412,6 +425,10 @@ class Gatherer:
                     bridge = net.bridgeName()
             out.append(NetworkSample(net.name(), active, bridge))
         return out
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text) and bool(text)
 
 
 def _dom_id(dom: Any) -> int:
