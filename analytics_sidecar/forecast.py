@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from analytics_sidecar.patterns import HOUR, seasonal_strength, trend_of
-from analytics_sidecar.series import DAY, WEEK, Series, regularise
+from analytics_sidecar.series import DAY, WEEK, Series, nanmedian, regularise
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,14 @@ def fit(series: Series, cutoff: float, policy: ForecastPolicy = ForecastPolicy()
     use_weekly = days.shape[0] >= 14 and weekly_strength >= daily_strength + policy.weekly_margin
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slots (gaps) are expected
-        day_medians = np.nanmedian(days, axis=1)
+        day_medians = nanmedian(days, axis=1)
         if use_weekly:
             period, alpha = WEEK, weekly_strength
             profile = _weekly_profile(hist, step, cutoff, policy)
         else:
             period, alpha = DAY, daily_strength
             dev = days[-policy.profile_days :] - day_medians[-policy.profile_days :, None]
-            profile = np.nanmedian(dev, axis=0)
+            profile = nanmedian(dev, axis=0)
     profile = _smooth_circular(np.nan_to_num(profile, nan=0.0), policy.smooth_slots)
 
     tr = trend_of(hist)
@@ -133,7 +133,7 @@ def _weekly_profile(hist: Series, step: float, cutoff: float, policy: ForecastPo
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slots (gaps) are expected
         w = weeks[-(n_weeks + 1) :]
-        return np.nanmedian(w - np.nanmedian(w, axis=1)[:, None], axis=0)
+        return nanmedian(w - nanmedian(w, axis=1)[:, None], axis=0)
 
 
 def _smooth_circular(profile: np.ndarray, width: int) -> np.ndarray:

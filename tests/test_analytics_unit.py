@@ -337,3 +337,31 @@ def test_backtest_commands(tmp_path: Path) -> None:
     assert (
         main(["backtest", "rightsizing", str(tmp_path / "none"), "--fit-until", "1", "--out", str(recs)]) == 2
     )
+
+
+def test_theil_sen_mann_kendall_agree_with_scipy() -> None:
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    x = np.arange(30.0)
+    y = 0.05 * x + rng.standard_normal(30)
+    y[3] = y[4]  # a tie
+    slope, low, high, tau, p = patterns.theil_sen_mann_kendall(x, y)
+    ref = stats.theilslopes(y, x, alpha=0.95)
+    assert (slope, low, high) == pytest.approx((ref[0], ref[2], ref[3]))
+    kt = stats.kendalltau(x, y, method="asymptotic")
+    assert tau == pytest.approx(kt.statistic, abs=0.01)
+    assert p == pytest.approx(kt.pvalue, rel=0.1)
+
+
+def test_nanmedian_matches_numpy() -> None:
+    from analytics_sidecar.series import nanmedian
+
+    rng = np.random.default_rng(6)
+    a = rng.random((7, 50))
+    a[rng.random(a.shape) < 0.2] = np.nan
+    a[2, :] = np.nan
+    with np.errstate(all="ignore"), pytest.warns(RuntimeWarning):
+        ref = np.nanmedian(a, axis=1)
+    assert np.allclose(nanmedian(a, axis=1), ref, equal_nan=True)
+    assert np.allclose(nanmedian(a[:, :5], axis=0), np.nanmedian(a[:, :5], axis=0), equal_nan=True)
