@@ -12,12 +12,14 @@ Catalogue file (YAML, see deploy/analytics/prices.yml):
       kvm-a1: {monthly: 900}
 
 A cloud VM costs its instance type's price; its right-sized cost is the cheapest type of the same provider
-and family (the part before the first dot) that holds the recommendation. A KVM VM costs its share of its
+and family (the name without its size: m5 for m5.xlarge, n2-standard for n2-standard-4, Standard_Ds_v5 for
+Standard_D4s_v5) that holds the recommendation. A KVM VM costs its share of its
 host: host cost x mean of (vCPUs / host CPUs, memory / host memory).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,7 +39,12 @@ class InstanceType:
 
     @property
     def family(self) -> str:
-        return self.name.split(".", 1)[0]
+        """The name without its size: m5.xlarge -> m5, n2-standard-4 -> n2-standard, D4s_v5 -> Ds_v5."""
+        if "." in self.name:
+            return self.name.split(".", 1)[0]
+        if self.provider == "gcp" and "-" in self.name:
+            return self.name.rsplit("-", 1)[0]
+        return re.sub(r"(?<=_[A-Za-z])\d+", "", self.name)
 
 
 @dataclass(frozen=True)

@@ -365,3 +365,15 @@ def test_nanmedian_matches_numpy() -> None:
         ref = np.nanmedian(a, axis=1)
     assert np.allclose(nanmedian(a, axis=1), ref, equal_nan=True)
     assert np.allclose(nanmedian(a[:, :5], axis=0), np.nanmedian(a[:, :5], axis=0), equal_nan=True)
+
+
+def test_instance_families_per_provider() -> None:
+    cat = cost.load_catalogue("deploy/analytics/prices.yml")
+    gib = float(1 << 30)
+    for provider, big, small in (
+        ("aws", "m5.xlarge", "m5.large"),
+        ("azure", "Standard_D4s_v5", "Standard_D2s_v5"),
+        ("gcp", "n2-standard-4", "n2-standard-2"),
+    ):
+        fit = cat.cheapest_fit(provider, big, 2, 6 * gib)
+        assert fit is not None and fit.name == small, provider
