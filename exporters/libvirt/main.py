@@ -48,6 +48,7 @@ class Settings:
     hostname: str
     groups: frozenset[str]
     metadata_refresh: float
+    parallelism: int
     probe_pattern: re.Pattern[str]
     probe_max_targets: int
     listen_address: str
@@ -94,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a domain's parsed XML is reused before it is fetched again",
     )
     parser.add_argument(
+        "--libvirt.stats-parallelism",
+        dest="parallelism",
+        type=int,
+        default=4,
+        help="bulk stats calls made at once, each for a share of the domains (libvirtd allows 5 per client)",
+    )
+    parser.add_argument(
         "--probe.allowed-targets",
         dest="probe_pattern",
         default=DEFAULT_PROBE_PATTERN,
@@ -131,6 +139,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         pattern = re.compile(args.probe_pattern)
     except re.error as exc:
         raise ConfigError("probe.allowed-targets", f"not a valid regular expression: {exc}") from None
+    if not 1 <= args.parallelism <= 5:
+        raise ConfigError("libvirt.stats-parallelism", "must be 1 to 5 (libvirtd's max_client_requests is 5)")
     if args.probe_max_targets < 1:
         raise ConfigError("probe.max-targets", "must be at least 1")
     if ":" not in args.listen_address:
@@ -143,6 +153,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         hostname=args.hostname,
         groups=groups,
         metadata_refresh=parse_duration(args.metadata_refresh, "libvirt.metadata-refresh"),
+        parallelism=args.parallelism,
         probe_pattern=pattern,
         probe_max_targets=args.probe_max_targets,
         listen_address=args.listen_address,
@@ -167,7 +178,11 @@ class ProbeTargets:
             target = self._targets.pop(uri, None)
             if target is None:
                 target = Target(
-                    uri, self.settings.groups, xml_ttl=self.settings.metadata_refresh, pool=self._pool
+                    uri,
+                    self.settings.groups,
+                    xml_ttl=self.settings.metadata_refresh,
+                    pool=self._pool,
+                    parallelism=self.settings.parallelism,
                 )
             self._targets[uri] = target
             while len(self._targets) > self.settings.probe_max_targets:
@@ -241,7 +256,11 @@ def make_app(settings: Settings) -> LibvirtExporterApp:
     target = None
     if settings.uri:
         target = Target(
-            settings.uri, settings.groups, xml_ttl=settings.metadata_refresh, hostname=settings.hostname
+            settings.uri,
+            settings.groups,
+            xml_ttl=settings.metadata_refresh,
+            hostname=settings.hostname,
+            parallelism=settings.parallelism,
         )
     return LibvirtExporterApp(settings, target)
 

@@ -81,13 +81,14 @@ class Target:
         keepalive: tuple[int, int] = (5, 3),
         pool: DaemonPool | None = None,
         hostname: str = "",
+        parallelism: int = 4,
     ) -> None:
         self.uri = uri
         self.hostname = hostname
         self.opener = opener
         self.keepalive = keepalive
         self.pool = pool or DaemonPool("libvirt-call")
-        self.gatherer = Gatherer(groups, xml_ttl=xml_ttl, pool=self.pool)
+        self.gatherer = Gatherer(groups, xml_ttl=xml_ttl, pool=self.pool, parallelism=parallelism)
         self.counters = Counters()
         self.last_used = time.monotonic()
         self._conn: Any = None
