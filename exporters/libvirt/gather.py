@@ -1,8 +1,9 @@
 """Deadline-bounded gathering of one libvirt connection's host and domain data into a Snapshot.
 
-One bulk `getAllDomainStats`-style call (`domainListGetStats` with NOWAIT) fetches every domain's
-stats. Per-domain calls are made only for groups the driver does not fill at all (the test driver fills
-only `state`), for domain XML not yet cached, and for migration jobs. Every libvirt call runs on a worker
+Bulk `getAllDomainStats`-style calls (`domainListGetStats` with NOWAIT, a few shares of the domain list
+asked at once) fetch every domain's stats. Per-domain calls are made only for groups the driver does
+not fill at all (the test driver fills only `state`), for domain XML not yet cached, and for migration
+jobs. Every libvirt call runs on a worker
 thread and the scrape waits only until its deadline: a domain whose data has not arrived is marked timed
 out and every other domain is served. A domain whose call from an earlier scrape is still stuck is not
 asked again until that call returns, so one hung domain costs one thread, not one per scrape.
