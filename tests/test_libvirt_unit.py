@@ -271,6 +271,8 @@ def test_a_domain_that_never_answers_costs_only_itself(tmp_path: Path) -> None:
             assert len(cpu) == 49 and stuck_uuid not in cpu
             info = {s.labels["vm_id"] for s in samples["novacron_vm_info"]}
             assert len(info) == 50  # identity of the stuck domain is still served
+            assert samples["novacron_storage_pool_capacity_bytes"]  # host-level data is not starved
+            assert samples["novacron_network_active"]
         # The second scrape did not ask the stuck domain again: at most the first scrape's calls are pinned.
         assert wait_until(lambda: target.pool.busy() <= 2, timeout=5), target.pool.busy()
     finally:

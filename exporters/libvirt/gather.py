@@ -208,6 +208,9 @@ class Gatherer:
     def gather(self, conn: Any, deadline: Deadline) -> Snapshot:
         """Host and domain data from `conn` by `deadline`; raises libvirtError when the connection fails."""
         started = time.monotonic()
+        # Pools and networks are asked first and collected last, so a slow domain does not starve them.
+        pools = self._tracked((), self._pools, conn) if self.groups & {"pool", "topology"} else None
+        networks = self._tracked((), self._networks, conn) if self.groups & {"network", "topology"} else None
         host = self._host(conn, deadline)
         domains = self._call(conn.listAllDomains, deadline, 0)
         stuck = self.stuck()
@@ -222,10 +225,8 @@ class Gatherer:
         for uuid in stuck:
             if uuid in samples:
                 samples[uuid].timed_out = True
-        if "pool" in self.groups or "topology" in self.groups:
-            host.pools = self._optional(lambda: self._pools(conn), deadline)
-        if "network" in self.groups or "topology" in self.groups:
-            host.networks = self._optional(lambda: self._networks(conn), deadline)
+        host.pools = self._optional(pools, deadline)
+        host.networks = self._optional(networks, deadline)
         ordered = sorted(samples.values(), key=lambda s: s.name)
         return Snapshot(
             up=True, host=host, domains=ordered, duration=time.monotonic() - started, bulk_split=split
@@ -239,12 +240,13 @@ class Gatherer:
         except FutureTimeout:
             raise TimeoutError(f"libvirt did not answer {getattr(fn, '__name__', 'call')} in time") from None
 
-    def _optional(self, fn: Callable[[], Any], deadline: Deadline) -> Any:
+    @staticmethod
+    def _optional(future: Future[Any] | None, deadline: Deadline) -> Any:
         """A host-level call whose failure or lateness leaves its metrics out but does not fail the scrape."""
-        if deadline.passed():
+        if future is None:
             return None
         try:
-            return self._call(fn, deadline)
+            return future.result(timeout=deadline.left())
         except (TimeoutError, libvirt.libvirtError) as exc:
             log.debug("optional host call failed: %s", exc)
             return None
