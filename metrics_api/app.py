@@ -287,12 +287,17 @@ def _param(name: str) -> str:
     return value
 
 
-def _respond(kind: str, data: Any, extra: Mapping[str, Any] | None = None) -> Response:
-    """Render `data` in the negotiated format; `kind` says what it is (query, series, values, records)."""
+def _format() -> str:
+    """The negotiated output format (400 for an unknown `format=`)."""
     try:
-        fmt = formats.negotiate(request.values.get("format"), request.headers.get("Accept"))
+        return formats.negotiate(request.values.get("format"), request.headers.get("Accept"))
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
+
+
+def _respond(kind: str, data: Any, extra: Mapping[str, Any] | None = None) -> Response:
+    """Render `data` in the negotiated format; `kind` says what it is (query, series, values, records)."""
+    fmt = _format()
     if fmt == "json":
         body = {"status": "success", "data": data, **(extra or {})}
         return Response(json.dumps(body, separators=(",", ":")), content_type=formats.CONTENT_TYPES["json"])
@@ -599,9 +604,14 @@ def _add_rest_routes(route: Callable[..., Any], service: Service) -> None:
         ordered = [records[k] for k in sorted(records)]
         g.outcome.series = len(ordered)
         page, meta = _page(ordered, service)
-        if formats.negotiate(request.values.get("format"), request.headers.get("Accept")) == "json":
+        if _format() == "json":
             return _respond("records", {"vms": page, **meta})
         return _respond("records", page)
+
+    @route("/api/v1/vms/summary", "vm_summary_q", methods=("GET",))
+    def vm_summary_by_param() -> Response:
+        # For ids with slashes (Azure resource ids), which a path segment cannot carry.
+        return vm_summary(_param("vm_id"))
 
     @route("/api/v1/vms/<path:vm_id>/summary", "vm_summary", methods=("GET",))
     def vm_summary(vm_id: str) -> Response:
@@ -637,7 +647,7 @@ def _add_rest_routes(route: Callable[..., Any], service: Service) -> None:
             k: v for k, v in info["result"][0]["metric"].items() if k not in ("__name__", "job", "instance")
         }
         body = {"vm": vm, "range": format_seconds(range_s), "metrics": metrics}
-        if formats.negotiate(request.values.get("format"), request.headers.get("Accept")) == "json":
+        if _format() == "json":
             return _respond("records", body)
         rows = [{"vm_id": vm_id, "metric": k, **v} for k, v in sorted(metrics.items())]
         return _respond("records", rows)
@@ -681,7 +691,7 @@ def _add_rest_routes(route: Callable[..., Any], service: Service) -> None:
         return _respond(
             "query",
             {"resultType": data["resultType"], "result": page},
-            extra=meta if request.values.get("format", "json") == "json" else None,
+            extra=meta if _format() == "json" else None,
         )
 
     @route("/api/v1/aggregates/fleet", "fleet", methods=("GET",))

@@ -164,3 +164,43 @@ def test_serves_over_tls_with_token_env_and_basic_auth_on_metrics(tmp_path: Path
             assert metrics.ok and "novacron_metrics_api_requests_total" in metrics.text
         assert TOKEN not in proc.log_tail(200)
         assert TOKEN not in (tmp_path / "audit.jsonl").read_text()
+
+
+def test_wsgi_entry_point(tmp_path: Path) -> None:
+    config = tmp_path / "api.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "prometheus": {"url": "http://127.0.0.1:9"},
+                "tokens": [
+                    {"name": "a", "role": "admin", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}
+                ],
+            }
+        )
+    )
+    code = (
+        "from metrics_api.wsgi import app\n"
+        "c = app.test_client()\n"
+        f"h = {{'Authorization': 'Bearer {TOKEN}'}}\n"
+        "r = c.get('/api/v1/query', query_string={'query': 'up'}, headers=h)\n"
+        "print(r.status_code, c.get('/-/healthy').status_code)\n"
+    )
+    env = {"NOVACRON_METRICS_API_CONFIG": str(config), "PATH": "/usr/bin:/bin"}
+    ok = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert ok.stdout.split() == ["503", "200"], ok.stderr  # nothing listens on port 9: 503, not a crash
+    bad = subprocess.run(
+        [sys.executable, "-c", "import metrics_api.wsgi"],
+        capture_output=True,
+        text=True,
+        env={**env, "NOVACRON_METRICS_API_CONFIG": str(tmp_path / "none.yml")},
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert bad.returncode == 2 and "config.file" in bad.stderr
