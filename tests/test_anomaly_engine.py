@@ -55,6 +55,14 @@ def test_state_survives_restart(tmp_path) -> None:
     assert two.series()[0].detector.n == 900
 
 
+def test_updates_autosave_changed_series(tmp_path) -> None:
+    engine = AnomalyEngine(tmp_path, autosave_seconds=0.0)
+    ts, xs = cpu(30, seed=7)
+    engine.update(KEY, ts, xs)
+    assert len(list(tmp_path.glob("*.pkl"))) == 1
+    assert AnomalyEngine(tmp_path).update(KEY, ts, xs) == engine.update(KEY, ts, xs)
+
+
 def test_corrupt_or_foreign_state_starts_afresh(tmp_path) -> None:
     engine = AnomalyEngine(tmp_path)
     ts, xs = cpu(50, seed=3)

@@ -1,15 +1,16 @@
 """Online causal anomaly detector for one series: robust, EWMA, seasonal, change-point, half-space trees.
 
-Every `update(t, x)` uses only points up to t. The component surprises are combined into one raw score in
-[0, 1], calibrated by an anomaly-likelihood step (how unusual the recent raw scores are against their own
-history, in the manner of Numenta's anomaly likelihood) and made sparse: after an alarm (score at or above
-`threshold`) further scores are held below the threshold for `suppress` points. The whole object pickles, so
-per-series state survives restarts.
+Every `update(t, x)` uses only points up to t. Each component's surprise becomes a raw score in [0, 1] that is
+calibrated by its own anomaly-likelihood step (how unusual the recent raw scores are against their history, in
+the manner of Numenta's anomaly likelihood); the score is the largest calibrated one, made sparse: after an
+alarm (score at or above `threshold`) scores are held below the threshold for `suppress` points. The whole
+object pickles, so per-series state survives restarts.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
@@ -47,7 +48,6 @@ class DetectorParams:
     seed: int = 7
     spike_z: float = 0.0  # a point this many sigmas off its (seasonal) baseline alarms by itself; 0 disables
     use: str = "rcesh"  # components: r robust, c change point, e EWMA, s seasonal, h half-space trees
-    combine: str = "each"
 
 
 @dataclass
@@ -131,11 +131,17 @@ class _Seasonal:
 
 
 class _Likelihood:
-    """Gaussian tail likelihood of the short-term mean raw score against the long history (Numenta-style)."""
+    """Gaussian tail likelihood of the short-term mean raw score against the long history (Numenta-style).
+
+    The history is a ring buffer of doubles (8 bytes a point, not a 32-byte float object), and its running
+    sums are recomputed exactly each time the ring wraps so that rounding never accumulates.
+    """
 
     def __init__(self, short: int, history: int, learning: int) -> None:
         self.short: deque[float] = deque(maxlen=short)
-        self.hist: deque[float] = deque(maxlen=history)
+        self.hist = array("d")
+        self.size = history
+        self.pos = 0
         self.learning = learning
         self.sum = 0.0
         self.sumsq = 0.0
@@ -152,13 +158,20 @@ class _Likelihood:
             var = max(self.sumsq / n - (self.sum / n) ** 2, 0.0003)
             likelihood = 1.0 - _tail(avg, mean, math.sqrt(var))
             score = math.log(1.0000000001 - likelihood) / LOG_LIKELIHOOD_DENOM
-        if n == self.hist.maxlen:
-            old = self.hist[0]
-            self.sum -= old
-            self.sumsq -= old * old
-        self.hist.append(avg)
-        self.sum += avg
-        self.sumsq += avg * avg
+        if n < self.size:
+            self.hist.append(avg)
+            self.sum += avg
+            self.sumsq += avg * avg
+        else:
+            old = self.hist[self.pos]
+            self.hist[self.pos] = avg
+            self.pos = (self.pos + 1) % self.size
+            if self.pos == 0:
+                self.sum = math.fsum(self.hist)
+                self.sumsq = math.fsum(v * v for v in self.hist)
+            else:
+                self.sum += avg - old
+                self.sumsq += avg * avg - old * old
         return min(max(score, 0.0), 1.0)
 
 
@@ -187,8 +200,7 @@ class AnomalyDetector:
         self.hst = river_anomaly.HalfSpaceTrees(
             n_trees=p.hst_trees, height=p.hst_height, window_size=p.hst_window, seed=p.seed
         )
-        self.likelihood = _Likelihood(p.short_window, p.history, p.learning)
-        self.comp_likelihood = {k: _Likelihood(p.short_window, p.history, p.learning) for k in p.use}
+        self.likelihood = {k: _Likelihood(p.short_window, p.history, p.learning) for k in p.use}
         self.n = 0
         self.last_t: float | None = None
         self.last_x: float | None = None
@@ -200,20 +212,14 @@ class AnomalyDetector:
         if x != x:  # NaN: report the baseline, learn nothing
             return self._no_value()
         z_parts, upper, lower = self._surprises(t, x)
-        if z_parts and p.combine == "each":
-            raw = 1.0 - math.exp(-max(z_parts.values()) / p.z_scale)
+        raw = 1.0 - math.exp(-max(z_parts.values()) / p.z_scale) if z_parts else 0.0
+        # Each component is calibrated against its own history, so a component that is noisy on this series
+        # calibrates itself away instead of drowning the others; the combined score is the largest.
+        score = 0.0
+        for k, z in z_parts.items():
             score = max(
-                self.comp_likelihood[k].update(1.0 - math.exp(-max(z - p.z_offset, 0.0) / p.z_scale))
-                for k, z in z_parts.items()
+                score, self.likelihood[k].update(1.0 - math.exp(-max(z - p.z_offset, 0.0) / p.z_scale))
             )
-        else:
-            if z_parts:
-                vals = list(z_parts.values())
-                zz = max(vals) if p.combine == "max" else sum(vals) / len(vals)
-                raw = 1.0 - math.exp(-zz / p.z_scale)
-            else:
-                raw = 0.0
-            score = self.likelihood.update(raw)
         if p.spike_z > 0:
             ref = z_parts.get("s", z_parts.get("r", 0.0))
             if ref >= p.spike_z:

@@ -89,6 +89,7 @@ class AnomalyEngine:
         state_dir: str | os.PathLike[str] | None = None,
         params: DetectorParams | None = None,
         episode_threshold: float | None = None,
+        autosave_seconds: float = 60.0,
     ) -> None:
         self.params = params or DetectorParams()
         self.state_dir = Path(state_dir) if state_dir else None
@@ -97,6 +98,10 @@ class AnomalyEngine:
         self._series: dict[str, SeriesState] = {}
         self._dirty: set[str] = set()
         self._lock = threading.RLock()
+        # Changed series are written at most this often from `update`; a restart re-scores the few points lost
+        # since (the caller passes recent history, and only points after the saved last_t are scored).
+        self.autosave_seconds = autosave_seconds
+        self._last_save = time.monotonic()
         if self.state_dir:
             self.state_dir.mkdir(parents=True, exist_ok=True)
 
@@ -115,6 +120,8 @@ class AnomalyEngine:
                 self._score_point(st, t, float(x))
             if timestamps:
                 self._dirty.add(key.ident)
+            if self.state_dir and time.monotonic() - self._last_save >= self.autosave_seconds:
+                self.save()
             return st.score, st.upper, st.lower
 
     def _score_point(self, st: SeriesState, t: float, x: float) -> None:
@@ -178,6 +185,7 @@ class AnomalyEngine:
                     pickle.dump({"version": STATE_VERSION, "params": self.params, "state": st}, fh)
                 os.replace(tmp, path)
             self._dirty.clear()
+            self._last_save = time.monotonic()
             return len(dirty)
 
     def _load(self, key: SeriesKey) -> SeriesState | None:
