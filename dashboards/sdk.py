@@ -355,27 +355,30 @@ def stat_panel(
 ) -> stat.Panel:
     from grafana_foundation_sdk.builders import common as bc
 
-    panel = _common(stat.Panel(), title, description, unit, queries)
+    # Instant queries: a stat shows the latest value, and one evaluation is far cheaper than a range.
+    instant = [Query(q.expr, q.legend, instant=True, table=q.table, ref_id=q.ref_id) for q in queries]
+    panel = _common(stat.Panel(), title, description, unit, instant)
     return (
         panel.thresholds(thresholds(*steps))
         .color_scheme(gd.FieldColor().mode(md.FieldColorModeId.THRESHOLDS))
-        .graph_mode(mc.BigValueGraphMode.AREA)
+        .graph_mode(mc.BigValueGraphMode.NONE)
         .color_mode(mc.BigValueColorMode.VALUE)
         .reduce_options(bc.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
     )
 
 
 def gauge_bars(
-    title: str, description: str, unit: str, *queries: Query, max_value: float = 1.0
+    title: str, description: str, unit: str, *queries: Query, max_value: float | None = 1.0
 ) -> bargauge.Panel:
-    """Horizontal bar gauges (top-N lists)."""
+    """Horizontal bar gauges (top-N lists); without `max_value` the scale follows the data."""
     from grafana_foundation_sdk.builders import common as bc
 
-    panel = _common(bargauge.Panel(), title, description, unit, queries)
+    panel = _common(bargauge.Panel(), title, description, unit, queries).min(0)
+    if max_value is not None:
+        panel = panel.max(max_value)
+    steps = UTIL_THRESHOLDS if max_value == 1.0 else ((None, "blue"),)
     return (
-        panel.min(0)
-        .max(max_value)
-        .thresholds(thresholds(*UTIL_THRESHOLDS))
+        panel.thresholds(thresholds(*steps))
         .color_scheme(gd.FieldColor().mode(md.FieldColorModeId.THRESHOLDS))
         .display_mode(mc.BarGaugeDisplayMode.GRADIENT)
         .orientation(mc.VizOrientation.HORIZONTAL)
@@ -407,13 +410,14 @@ def table_panel(
     return panel
 
 
-def heatmap_panel(title: str, description: str, unit: str, *queries: Query) -> heatmap.Panel:
-    """A heatmap that buckets series values per time step (utilisation distribution across VMs)."""
+def heatmap_panel(title: str, description: str, unit: str, expr: str) -> heatmap.Panel:
+    """A heatmap from pre-bucketed rows: `expr` yields one series per bucket, labelled `le` (upper bound)."""
     from grafana_foundation_sdk.builders import heatmap as bh
 
-    panel = _common(heatmap.Panel(), title, description, unit, queries)
+    panel = _common(heatmap.Panel(), title, description, unit, [Query(expr, "{{le}}")])
     return (
-        panel.calculate(True)
+        panel.calculate(False)
+        .rows_frame(bh.RowsHeatmapOptions().layout(mc.HeatmapCellLayout.LE).value("VMs"))
         .color(
             bh.HeatmapColorOptions()
             .mode(_heat_mode())

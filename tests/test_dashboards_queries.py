@@ -27,6 +27,7 @@ from stack.servers import Prometheus, prometheus_config
 from tests.harness import start_alertmanager, test_driver_fleet
 
 REPO = Path(__file__).resolve().parent.parent
+DASHBOARD_RULES = sorted((REPO / "dashboards" / "rules").glob("*.rules.yml"))
 EXPORTER = str(Path(sys.executable).parent / "novacron-libvirt-exporter")
 KVM_HOST = "kvm00"
 CLOUD_VMS = [  # provider, vm_id, name, region, tenant
@@ -196,7 +197,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                     {"job_name": "alertmanager", "static_configs": [{"targets": [f"127.0.0.1:{am.port}"]}]},
                     {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{prom_port}"]}]},
                 ]
-                rule_files = [*sorted((REPO / "rules").glob("*.rules.yml")), rules]
+                rule_files = [*sorted((REPO / "rules").glob("*.rules.yml")), *DASHBOARD_RULES, rules]
                 config = prometheus_config(jobs, rule_files, [f"127.0.0.1:{am.port}"], "1s", "1s")
                 with Prometheus(tmp / "prom", config, port=prom_port).start() as prom:
                     for expr in (
@@ -206,6 +207,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                         "rate(novacron_vm_cpu_seconds_total[5s])",
                         "alertmanager_cluster_members",
                         "host:novacron_host_cpu_utilisation:ratio",
+                        "provider_region_host_tenant_le:novacron_vm_cpu_utilisation:count",
+                        "provider_region_host_tenant_class:novacron_vm_workload_class:count",
                     ):
                         prom.wait_for(expr, timeout=60)
                     prom.wait_for("count_over_time(up[1m]) > 5", timeout=30)
@@ -276,3 +279,23 @@ def test_cli_check(stack, capsys) -> None:  # type: ignore[no-untyped-def]
     )
     assert "novacron-fleet-overview:" in capsys.readouterr().out
     assert main(["check", "--prometheus-url", f"http://127.0.0.1:{free_port()}"]) == 1
+
+
+def test_dashboard_rules_pass_promtool() -> None:
+    import subprocess
+
+    assert DASHBOARD_RULES
+    out = subprocess.run(
+        ["promtool", "check", "rules", *map(str, DASHBOARD_RULES)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_heavy_views_read_recording_rules() -> None:
+    """Fleet-wide time series must not join per-VM series at every step (the 1,000-VM benchmark's lesson)."""
+    for item in build_all():
+        for panel in item.model["panels"]:
+            for target in panel.get("targets", []):
+                expr = target.get("expr", "")
+                if target.get("range") and "group_left" in expr:
+                    assert '="$vm"' in expr or '="$host"' in expr, f"{item.model['uid']}: {panel['title']}"

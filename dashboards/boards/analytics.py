@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dashboards.sdk import (
+    VM_FILTER,
     VM_INFO,
     Board,
     Query,
     by_vm,
     fleet_variables,
+    gauge_bars,
     nav_links,
     only_vm,
     stat_panel,
@@ -18,7 +20,9 @@ from dashboards.sdk import (
 
 CPU = "vm:novacron_vm_cpu_utilisation:ratio"
 RECOMMENDED = 'novacron_vm_recommended_vcpus{risk="balanced"}'
-FORECAST_1D = 'novacron_vm_cpu_forecast_cores{horizon="1d"}'
+# Pre-aggregated per (provider, region, host, tenant) by dashboards/rules/dashboards.rules.yml.
+FORECAST_1D = "provider_region_host_tenant_bound:novacron_vm_cpu_forecast_cores:sum1d"
+CLASSES = "provider_region_host_tenant_class:novacron_vm_workload_class:count"
 
 
 def analytics() -> Board:
@@ -95,7 +99,10 @@ def analytics() -> Board:
             "Workload classes",
             "VMs per workload class (idle, steady, diurnal, bursty, growing).",
             "short",
-            Query(f"count by(class) ({only_vm('novacron_vm_workload_class == 1')})", "{{class}}"),
+            Query(
+                f"sum by(class) ({CLASSES}{{{VM_FILTER}}})",
+                "{{class}}",
+            ),
             stack=True,
         ),
         w=12,
@@ -107,17 +114,20 @@ def analytics() -> Board:
             "Fleet CPU forecast (1 day)",
             "Forecast busy cores one day ahead with its prediction interval.",
             "short",
-            Query(f"sum by(bound) ({only_vm(FORECAST_1D)})", "{{bound}}"),
+            Query(f"sum by(bound) ({FORECAST_1D}{{{VM_FILTER}}})", "{{bound}}"),
         ),
         w=12,
     )
     board.add(
-        ts(
+        gauge_bars(
             "Top anomaly scores",
-            "The ten highest anomaly scores (0 normal, 1 anomalous).",
+            "The ten highest anomaly scores right now (0 normal, 1 anomalous).",
             "short",
-            Query(f"topk(10, {by_vm('novacron_anomaly_score', 'vm_name')})", "{{vm_name}} {{resource}}"),
-            max_value=1,
+            Query(
+                f"topk(10, {by_vm('novacron_anomaly_score', 'vm_name')})",
+                "{{vm_name}} {{resource}}",
+                instant=True,
+            ),
         ),
         w=12,
     )
@@ -220,7 +230,10 @@ def capacity() -> Board:
             "VM count trend",
             "VMs per provider, for growth planning.",
             "short",
-            Query(f"count by(provider) ({VM_INFO})", "{{provider}}"),
+            Query(
+                f"sum by(provider) (provider_region_host_tenant:novacron_vms:count{{{VM_FILTER}}})",
+                "{{provider}}",
+            ),
         ),
         w=12,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dashboards.sdk import (
+    VM_FILTER,
     VM_INFO,
     Board,
     Query,
@@ -15,6 +16,7 @@ from dashboards.sdk import (
 )
 
 COST = "novacron_vm_cost_per_month"  # analytics sidecar, from its price catalogue
+COST_SUM = "provider_region_host_tenant:novacron_vm_cost_per_month:sum"  # dashboards/rules/
 API = 'provider=~"$provider", region=~"$region"'
 
 
@@ -79,7 +81,10 @@ def cloud() -> Board:
             "Cost per month by provider",
             "Monthly cost per provider.",
             "currencyUSD",
-            Query(f"sum by(provider) ({COST} * on(vm_id) group_left(provider) {VM_INFO})", "{{provider}}"),
+            Query(
+                f"sum by(provider) ({COST_SUM}{{{VM_FILTER}}})",
+                "{{provider}}",
+            ),
             stack=True,
         ),
         w=12,

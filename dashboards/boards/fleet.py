@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dashboards.sdk import (
     UTIL_THRESHOLDS,
+    VM_FILTER,
     VM_INFO,
     Board,
     Query,
@@ -30,6 +31,11 @@ DISK_RD = "vm:novacron_vm_disk_read_bytes:rate1m"
 DISK_WR = "vm:novacron_vm_disk_write_bytes:rate1m"
 HOST_CPU = "host:novacron_host_cpu_utilisation:ratio"
 HOST_MEM = "host:novacron_host_memory_utilisation:ratio"
+# Pre-aggregated per (provider, region, host, tenant) by dashboards/rules/dashboards.rules.yml.
+VMS_COUNT = "provider_region_host_tenant:novacron_vms:count"
+VMS_BY_STATE = "provider_region_host_tenant_state:novacron_vms:count"
+CPU_BUCKETS = "provider_region_host_tenant_le:novacron_vm_cpu_utilisation:count"
+MEM_BUCKETS = "provider_region_host_tenant_le:novacron_vm_memory_utilisation:count"
 
 
 def fleet_overview() -> Board:
@@ -106,7 +112,7 @@ def fleet_overview() -> Board:
             "VMs by provider",
             "VM count per provider over time.",
             "short",
-            Query(f"count by(provider) ({VM_INFO})", "{{provider}}"),
+            Query(f"sum by(provider) ({VMS_COUNT}{{{VM_FILTER}}})", "{{provider}}"),
             stack=True,
         ),
         w=12,
@@ -116,7 +122,7 @@ def fleet_overview() -> Board:
             "VMs by state",
             "VM count per libvirt state code (1 running, 3 paused, 5 shut off, 6 crashed).",
             "short",
-            Query(f"count_values(\"state\", {only_vm('novacron_vm_state')})", "state {{state}}"),
+            Query(f"sum by(state) ({VMS_BY_STATE}{{{VM_FILTER}}})", "state {{state}}"),
             stack=True,
         ),
         w=12,
@@ -127,7 +133,7 @@ def fleet_overview() -> Board:
             "CPU utilisation heatmap",
             "Distribution of per-VM CPU utilisation over time.",
             "percentunit",
-            Query(only_vm(CPU), "{{vm_id}}"),
+            f"sum by(le) ({CPU_BUCKETS}{{{VM_FILTER}}})",
         ),
         w=12,
     )
@@ -136,7 +142,7 @@ def fleet_overview() -> Board:
             "Memory utilisation heatmap",
             "Distribution of per-VM memory utilisation over time.",
             "percentunit",
-            Query(only_vm(MEM), "{{vm_id}}"),
+            f"sum by(le) ({MEM_BUCKETS}{{{VM_FILTER}}})",
         ),
         w=12,
     )
@@ -161,11 +167,14 @@ def fleet_overview() -> Board:
         h=9,
     )
     board.add(
-        ts(
+        gauge_bars(
             "Top 10 VMs by network",
-            "Receive plus transmit rate of the ten busiest VMs.",
+            "Receive plus transmit rate of the ten busiest VMs right now.",
             "Bps",
-            Query(f"topk(10, {by_vm(f'({NET_RX}) + on(vm_id) ({NET_TX})', 'vm_name')})", "{{vm_name}}"),
+            Query(
+                f"topk(10, {by_vm(f'{NET_RX} + on(vm_id) {NET_TX}', 'vm_name')})", "{{vm_name}}", instant=True
+            ),
+            max_value=None,
         ),
         w=8,
         h=9,
@@ -310,23 +319,25 @@ def host_detail() -> Board:
     )
     board.row("VMs on this host")
     board.add(
-        ts(
-            "CPU utilisation per VM",
-            "Per-VM CPU utilisation on this host.",
+        gauge_bars(
+            "Top 10 VMs by CPU",
+            "The ten busiest VMs on this host right now.",
             "percentunit",
-            Query(f"{CPU} * on(vm_id) group_left(vm_name) {host_vms}", "{{vm_name}}"),
-            max_value=1,
+            Query(f"topk(10, {CPU} * on(vm_id) group_left(vm_name) {host_vms})", "{{vm_name}}", instant=True),
         ),
         w=12,
     )
     board.add(
-        ts(
-            "Network per VM",
-            "Per-VM receive plus transmit rate.",
+        gauge_bars(
+            "Top 10 VMs by network",
+            "Receive plus transmit rate of the ten busiest VMs on this host right now.",
             "Bps",
             Query(
-                f"({NET_RX} + on(vm_id) {NET_TX}) * on(vm_id) group_left(vm_name) {host_vms}", "{{vm_name}}"
+                f"topk(10, ({NET_RX} + on(vm_id) {NET_TX}) * on(vm_id) group_left(vm_name) {host_vms})",
+                "{{vm_name}}",
+                instant=True,
             ),
+            max_value=None,
         ),
         w=12,
     )
