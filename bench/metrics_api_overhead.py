@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import http.client
+import os
 import shutil
 import socket
 import statistics
@@ -196,6 +197,7 @@ def main() -> int:
         f"metrics API overhead: {args.vms} VMs in {len(TENANTS)} tenants, {len(MIX)} queries x {args.rounds} "
         "rounds, interleaved, keep-alive"
     )
+    print(f"load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{'path':36} {'p50 ms':>8} {'p99 ms':>8} {'p50 vs direct':>14}")
     for label, samples in results.items():
         p50, p99 = statistics.median(samples), percentile(samples, 0.99)
