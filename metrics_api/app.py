@@ -217,7 +217,8 @@ class Service:
             raise
         finally:
             self.metrics.upstream.labels(endpoint).observe(time.perf_counter() - started)
-        self.cache.put(key, data)
+        if _cacheable(data):
+            self.cache.put(key, data)
         self.metrics.cache_entries.set(len(self.cache))
         return data
 
@@ -278,6 +279,18 @@ class Service:
                 f"{self.limits.max_points_per_series}; use a larger step"
             )
         return raw or format_seconds(seconds)
+
+
+CACHE_MAX_SAMPLES = 200_000
+
+
+def _cacheable(data: Any) -> bool:
+    """Cache entries are bounded in number; bound their size too, so 2,048 entries cannot exhaust memory."""
+    result = data.get("result") if isinstance(data, dict) else data
+    if not isinstance(result, list):
+        return True
+    samples = sum(len(item.get("values", ())) or 1 if isinstance(item, dict) else 1 for item in result)
+    return samples <= CACHE_MAX_SAMPLES
 
 
 def _param(name: str) -> str:

@@ -61,11 +61,19 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
+        self.max_principals = 10_000
+
+    def _forget_full(self, now: float) -> None:
+        """Drop buckets that have refilled: forgetting them changes nothing (JWT subjects are unbounded)."""
+        refill = self.burst / self.rate
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
 
     def acquire(self, who: str) -> float:
         """0 when allowed; otherwise the seconds to wait before the next request will be."""
         now = self._clock()
         with self._lock:
+            if who not in self._buckets and len(self._buckets) >= self.max_principals:
+                self._forget_full(now)
             tokens, last = self._buckets.get(who, (float(self.burst), now))
             tokens = min(float(self.burst), tokens + (now - last) * self.rate)
             if tokens >= 1.0:

@@ -434,3 +434,23 @@ def test_upstream_retries_a_connection_closed_while_idle() -> None:
     assert client.call("/api/v1/query", [("query", "1")])["result"] == [1, "1"]
     thread.join(5)
     listener.close()
+
+
+def test_rate_limiter_forgets_refilled_buckets() -> None:
+    now = [0.0]
+    limiter = RateLimiter(1.0, 1, clock=lambda: now[0])
+    limiter.max_principals = 3
+    for who in ("a", "b", "c"):
+        assert limiter.acquire(who) == 0.0
+    assert limiter.acquire("a") > 0  # still limited
+    now[0] = 5.0  # every bucket has refilled
+    assert limiter.acquire("d") == 0.0
+    assert len(limiter._buckets) == 1
+
+
+def test_large_results_are_not_cached() -> None:
+    from metrics_api.app import CACHE_MAX_SAMPLES, _cacheable
+
+    small = {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, "1"]] * 10}]}
+    big = {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, "1"]] * (CACHE_MAX_SAMPLES + 1)}]}
+    assert _cacheable(small) and not _cacheable(big) and _cacheable(["a", "b"])
