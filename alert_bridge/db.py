@@ -191,9 +191,9 @@ class Database:
         self.engine.dispose()
 
 
-def insert_id(conn: Connection, stmt: Any) -> int:
+def insert_id(conn: Connection, stmt: Any, params: dict[str, Any] | None = None) -> int:
     """Execute an INSERT and return the new row's integer primary key."""
-    key = conn.execute(stmt).inserted_primary_key
+    key = (conn.execute(stmt, params) if params is not None else conn.execute(stmt)).inserted_primary_key
     if key is None:
         raise RuntimeError("INSERT returned no primary key")
     return int(key[0])

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -24,6 +25,10 @@ from alert_bridge.payload import IncomingAlert, Notification
 from alert_bridge.routing import Target, initial_targets, targets_for
 
 log = logging.getLogger(__name__)
+
+# Hot-path statements built once: SQLAlchemy then reuses their compiled form and cache key.
+_LATEST = select(alerts).where(alerts.c.fingerprint == bindparam("fp")).order_by(alerts.c.id.desc()).limit(1)
+_UPDATE_ALERT = alerts.update().where(alerts.c.id == bindparam("_id"))
 
 
 class StorageUnavailable(RuntimeError):
@@ -39,6 +44,15 @@ def dumps(value: Any) -> str:
 
 
 @dataclass
+class _IncidentState:
+    id: int
+    row: dict[str, Any]
+    recent: int
+    added: int
+    storm_bucket: int | None
+
+
+@dataclass
 class IntakeResult:
     received: int = 0
     created: int = 0
@@ -47,6 +61,9 @@ class IntakeResult:
     duplicates: int = 0
     notifications: int = 0
     after_commit: list[Callable[[], None]] = field(default_factory=list)
+    incidents: dict[str, _IncidentState] = field(default_factory=dict)
+    latest: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
@@ -67,6 +84,7 @@ class Bridge:
         self.clock = clock
         self.alertmanager = alertmanager  # AlertmanagerClient or None
         self.on_reconcile_request: Callable[[], None] | None = None
+        self._buffer = threading.local()
 
     # --- transactions --------------------------------------------------------------------------------------
 
@@ -101,24 +119,42 @@ class Bridge:
     def _ingest(self, conn: Connection, note: Notification, actor: str) -> IntakeResult:
         result = IntakeResult()
         now = self.clock()
-        for alert in note.alerts:
-            result.received += 1
-            if alert.status == "firing":
-                self._fire(conn, alert, note.group_key, actor, now, result)
-            else:
-                self._resolve_incoming(conn, alert, actor, now, result)
+        # Audit and outbox rows of one payload are written with one executemany each, in the same transaction.
+        self._buffer.audit, self._buffer.outbox = [], []
+        try:
+            self._prefetch(conn, {a.fingerprint for a in note.alerts}, result)
+            for alert in note.alerts:
+                result.received += 1
+                if alert.status == "firing":
+                    self._fire(conn, alert, note.group_key, actor, now, result)
+                else:
+                    self._resolve_incoming(conn, alert, actor, now, result)
+            self._flush_new(conn, result)
+            self._flush_incidents(conn, result, now)
+            if self._buffer.audit:
+                conn.execute(audit.insert(), self._buffer.audit)
+            if self._buffer.outbox:
+                conn.execute(self._outbox_insert(conn), self._buffer.outbox)
+        finally:
+            self._buffer.audit, self._buffer.outbox = None, None
         return result
 
     def _fire(
         self, conn: Connection, a: IncomingAlert, group_key: str, actor: str, now: float, result: IntakeResult
     ) -> None:
-        row = conn.execute(select(alerts).where(alerts.c.open_key == a.fingerprint)).mappings().first()
+        pending = result.pending.get(a.fingerprint)
+        if pending is not None and a.severity == pending["values"]["severity"] and not a.silenced:
+            pending["values"]["receipts"] += 1  # the same alert twice in one payload
+            result.duplicates += 1
+            return
+        row, last = self._latest(conn, a.fingerprint, result)
         if row is not None and row["state"] == lc.EXPIRED and a.starts_at >= row["lease_until"]:
             # The lease ran out and this is a new firing period: close the old episode for good.
             conn.execute(update(alerts).where(alerts.c.id == row["id"]).values(open_key=None))
+            last = {**row, "open_key": None}
             row = None
         if row is None:
-            if self._is_stale(conn, a):
+            if _stale(last, a):
                 result.duplicates += 1
                 return
             self._open_episode(conn, a, group_key, actor, now, result)
@@ -148,26 +184,62 @@ class Bridge:
             result.updated += 1
         else:
             result.duplicates += 1
-        conn.execute(update(alerts).where(alerts.c.id == row["id"]).values(**values))
+        conn.execute(_UPDATE_ALERT, {**values, "_id": row["id"]})
+        result.latest[a.fingerprint] = {**row, **values}
         if rising and state == lc.FIRING:
             merged = {**dict(row), **values}
             routes = json.loads(row["routes"])
             targets = [Target(**t) for t in routes.get("targets", [])]
             result.notifications += self._enqueue(conn, merged, targets, f"rise-{a.severity}", now)
 
-    def _is_stale(self, conn: Connection, a: IncomingAlert) -> bool:
-        """A late copy of an ended episode (a peer's repeat after the resolve) is not a new one."""
-        last = (
-            conn.execute(
-                select(alerts.c.starts_at, alerts.c.ends_at)
-                .where(alerts.c.fingerprint == a.fingerprint, alerts.c.open_key.is_(None))
-                .order_by(alerts.c.id.desc())
-                .limit(1)
+    def _latest(
+        self, conn: Connection, fingerprint: str, result: IntakeResult
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """(open episode, latest closed episode); the open episode is always a fingerprint's newest row."""
+        if fingerprint in result.pending:
+            self._flush_new(conn, result)
+        if fingerprint in result.latest:
+            row = result.latest[fingerprint]
+        else:
+            found = conn.execute(_LATEST, {"fp": fingerprint}).mappings().first()
+            row = dict(found) if found else None
+            result.latest[fingerprint] = row
+        if row is None:
+            return None, None
+        return (row, None) if row["open_key"] is not None else (None, row)
+
+    @staticmethod
+    def _prefetch(conn: Connection, fingerprints: set[str], result: IntakeResult) -> None:
+        """The newest row of every fingerprint in the payload, in one query instead of one per alert."""
+        fps = sorted(fingerprints)
+        for i in range(0, len(fps), 500):
+            chunk = fps[i : i + 500]
+            newest = (
+                select(func.max(alerts.c.id))
+                .where(alerts.c.fingerprint.in_(chunk))
+                .group_by(alerts.c.fingerprint)
             )
-            .mappings()
-            .first()
-        )
-        return last is not None and last["ends_at"] is not None and a.starts_at < last["ends_at"]
+            for row in conn.execute(select(alerts).where(alerts.c.id.in_(newest))).mappings():
+                result.latest[row["fingerprint"]] = dict(row)
+            for fp in chunk:
+                result.latest.setdefault(fp, None)
+
+    def _flush_new(self, conn: Connection, result: IntakeResult) -> None:
+        """Insert the payload's new episodes with one executemany (RETURNING ids), then audit and notify."""
+        if not result.pending:
+            return
+        pending = list(result.pending.values())
+        result.pending.clear()
+        rows = [p["values"] for p in pending]
+        stmt = alerts.insert().returning(alerts.c.id, sort_by_parameter_order=True)
+        ids: list[int] = list(conn.execute(stmt, rows).scalars().all())
+        for new, alert_id in zip(pending, ids, strict=True):
+            row = {**new["values"], "id": alert_id}
+            result.latest[row["fingerprint"]] = row
+            detail = {"state": row["state"], "policy": new["policy"]}
+            self._audit(conn, new["actor"], "created", row, detail, new["now"])
+            if row["state"] == lc.FIRING and not row["stormed"]:
+                result.notifications += self._enqueue(conn, row, new["targets"], "firing", new["now"])
 
     def _lease(self, a: IncomingAlert, now: float) -> float:
         if a.ends_at is not None and a.ends_at > now:
@@ -209,23 +281,27 @@ class Bridge:
             "silence_id": None,
             "next_action_at": self._next_action(policy, now, now, 0, 0),
         }
-        alert_id = insert_id(conn, alerts.insert().values(**values))
-        row = {**values, "id": alert_id}
-        self._audit(conn, actor, "created", row, {"state": state, "policy": routes["policy"]}, now)
+        pending = {
+            "values": values,
+            "targets": targets,
+            "policy": routes["policy"],
+            "actor": actor,
+            "now": now,
+        }
+        result.pending[a.fingerprint] = pending
         result.created += 1
-        if state == lc.FIRING and not stormed:
-            result.notifications += self._enqueue(conn, row, targets, "firing", now)
 
     def _resolve_incoming(
         self, conn: Connection, a: IncomingAlert, actor: str, now: float, result: IntakeResult
     ) -> None:
-        row = conn.execute(select(alerts).where(alerts.c.open_key == a.fingerprint)).mappings().first()
+        row, last = self._latest(conn, a.fingerprint, result)
         if row is None:
-            if self._is_stale(conn, a) or self._known_period(conn, a):
+            if _stale(last, a) or self._known_period(conn, a):
                 result.duplicates += 1
                 return
             # Resolved before we ever saw it fire (bridge was down): keep the history, notify nobody.
             self._insert_resolved(conn, a, actor, now)
+            result.latest.pop(a.fingerprint, None)
             result.created += 1
             return
         self._close(
@@ -263,7 +339,7 @@ class Bridge:
             "updated_at": now,
             "routes": dumps({"policy": None, "targets": []}),
         }
-        alert_id = insert_id(conn, alerts.insert().values(**values))
+        alert_id = insert_id(conn, alerts.insert(), values)
         self._audit(conn, actor, "created", {**values, "id": alert_id}, {"state": lc.RESOLVED}, now)
 
     def _close(
@@ -283,7 +359,7 @@ class Bridge:
         values: dict[str, Any] = {"state": state, "updated_at": now, "next_action_at": None}
         if state == lc.RESOLVED:
             values.update(open_key=None, ends_at=ends_at, ack_by=None, ack_at=None, ack_reason=None)
-        conn.execute(update(alerts).where(alerts.c.id == row["id"]).values(**values))
+        conn.execute(_UPDATE_ALERT, {**values, "_id": row["id"]})
         self._audit(conn, actor, f"transition:{row['state']}->{state}", row, {"event": event, **detail}, now)
         if state == lc.RESOLVED:
             merged = {**row, **values}
@@ -330,6 +406,28 @@ class Bridge:
         """Find or open the incident; say whether this alert is part of a storm (summary, not a page)."""
         key, title, labels = self._incident_key(a, group_key)
         open_key = key[:255]
+        state = result.incidents.get(open_key)
+        if state is None:
+            state = self._load_incident(conn, key, open_key, title, labels, now)
+            result.incidents[open_key] = state
+        state.recent += 1
+        state.added += 1
+        if state.recent <= self.config.storm_threshold:
+            return state.id, False
+        bucket = int(now // self.config.storm_window_seconds)
+        if state.storm_bucket != bucket:
+            state.storm_bucket = bucket
+            conn.execute(update(incidents).where(incidents.c.id == state.id).values(storm_bucket=bucket))
+            self._audit(
+                conn, "system", "incident:storm", {"incident_id": state.id}, {"alerts": state.recent}, now
+            )
+            result.notifications += self._enqueue_storm(conn, state.row, a, state.recent, bucket, now)
+        return state.id, True
+
+    def _load_incident(
+        self, conn: Connection, key: str, open_key: str, title: str, labels: dict[str, str], now: float
+    ) -> _IncidentState:
+        """Once per incident per payload: the row (or a new one) and its recent-alert count for storms."""
         row = conn.execute(select(incidents).where(incidents.c.open_key == open_key)).mappings().first()
         if row is None:
             values = {
@@ -338,35 +436,31 @@ class Bridge:
                 "status": "open",
                 "title": title[:500],
                 "labels": dumps(labels),
-                "alert_count": 1,
+                "alert_count": 0,
                 "created_at": now,
                 "updated_at": now,
             }
-            incident_id = insert_id(conn, incidents.insert().values(**values))
+            incident_id = insert_id(conn, incidents.insert(), values)
             self._audit(conn, "system", "incident:opened", {"incident_id": incident_id}, {"key": key}, now)
-            return incident_id, False
-        incident_id = row["id"]
-        conn.execute(
-            update(incidents)
-            .where(incidents.c.id == incident_id)
-            .values(alert_count=incidents.c.alert_count + 1, updated_at=now)
-        )
-        window = self.config.storm_window_seconds
+            return _IncidentState(incident_id, {**values, "id": incident_id}, 0, 0, None)
         recent = conn.execute(
             select(func.count())
             .select_from(alerts)
-            .where(alerts.c.incident_id == incident_id, alerts.c.created_at >= now - window)
-        ).scalar_one()
-        if recent + 1 <= self.config.storm_threshold:
-            return incident_id, False
-        bucket = int(now // window)
-        if row["storm_bucket"] != bucket:
-            conn.execute(update(incidents).where(incidents.c.id == incident_id).values(storm_bucket=bucket))
-            self._audit(
-                conn, "system", "incident:storm", {"incident_id": incident_id}, {"alerts": recent + 1}, now
+            .where(
+                alerts.c.incident_id == row["id"],
+                alerts.c.created_at >= now - self.config.storm_window_seconds,
             )
-            result.notifications += self._enqueue_storm(conn, dict(row), a, recent + 1, bucket, now)
-        return incident_id, True
+        ).scalar_one()
+        return _IncidentState(row["id"], dict(row), int(recent), 0, row["storm_bucket"])
+
+    def _flush_incidents(self, conn: Connection, result: IntakeResult, now: float) -> None:
+        for state in result.incidents.values():
+            if state.added:
+                conn.execute(
+                    update(incidents)
+                    .where(incidents.c.id == state.id)
+                    .values(alert_count=incidents.c.alert_count + state.added, updated_at=now)
+                )
 
     def _enqueue_storm(
         self,
@@ -450,9 +544,18 @@ class Bridge:
             "claimed_until": 0.0,
             "created_at": now,
         }
+        pending = getattr(self._buffer, "outbox", None)
+        if pending is not None:
+            if any(p["dedup_key"] == values["dedup_key"] for p in pending[-16:]):
+                return 0
+            pending.append(values)
+            return 1
+        return conn.execute(self._outbox_insert(conn), values).rowcount or 0
+
+    @staticmethod
+    def _outbox_insert(conn: Connection) -> Any:
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(outbox).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-        return conn.execute(stmt).rowcount or 0
+        return dialect.insert(outbox).on_conflict_do_nothing(index_elements=["dedup_key"])
 
     def enqueue_test(self, channel: str, recipient: str, actor: str) -> int:
         """A test message through the normal outbox (so it is retried and logged like any other)."""
@@ -493,7 +596,7 @@ class Bridge:
             row = self._load(conn, alert_id)
             state = lc.transition(row["state"], "ack")
             values = {"state": state, "ack_by": actor, "ack_at": now, "ack_reason": reason, "updated_at": now}
-            conn.execute(update(alerts).where(alerts.c.id == alert_id).values(**values))
+            conn.execute(_UPDATE_ALERT, {**values, "_id": alert_id})
             self._audit(
                 conn,
                 actor,
@@ -537,7 +640,7 @@ class Bridge:
             row = self._load(conn, alert_id)
             state = lc.transition(row["state"], "unack")
             values = {"state": state, "ack_by": None, "ack_at": None, "ack_reason": None, "updated_at": now}
-            conn.execute(update(alerts).where(alerts.c.id == alert_id).values(**values))
+            conn.execute(_UPDATE_ALERT, {**values, "_id": alert_id})
             self._audit(
                 conn,
                 actor,
@@ -584,7 +687,7 @@ class Bridge:
                 "text": text,
                 "created_at": now,
             }
-            note_id = insert_id(conn, notes.insert().values(**values))
+            note_id = insert_id(conn, notes.insert(), values)
             self._audit(conn, actor, "note", subject, {"note_id": note_id, "text": text[:500]}, now)
             return {"id": note_id, **values, "created_at": iso(now)}
 
@@ -694,7 +797,7 @@ class Bridge:
             "repeat_count": repeats,
             "next_action_at": self._next_action(policy, row["created_at"], now, level, repeats),
         }
-        conn.execute(update(alerts).where(alerts.c.id == row["id"]).values(**values))
+        conn.execute(_UPDATE_ALERT, {**values, "_id": row["id"]})
         return sent
 
     @staticmethod
@@ -716,18 +819,21 @@ class Bridge:
         self, conn: Connection, actor: str, action: str, subject: Any, detail: dict[str, Any], now: float
     ) -> None:
         subject = subject or {}
-        conn.execute(
-            audit.insert().values(
-                at=now,
-                actor=actor,
-                action=action,
-                alert_id=subject.get("id") if "fingerprint" in subject else None,
-                incident_id=subject.get("incident_id"),
-                fingerprint=subject.get("fingerprint"),
-                labels=subject.get("labels", "{}") if isinstance(subject.get("labels"), str) else dumps({}),
-                detail=dumps(detail),
-            )
-        )
+        row = {
+            "at": now,
+            "actor": actor,
+            "action": action,
+            "alert_id": subject.get("id") if "fingerprint" in subject else None,
+            "incident_id": subject.get("incident_id"),
+            "fingerprint": subject.get("fingerprint"),
+            "labels": subject.get("labels", "{}") if isinstance(subject.get("labels"), str) else dumps({}),
+            "detail": dumps(detail),
+        }
+        pending = getattr(self._buffer, "audit", None)
+        if pending is not None:
+            pending.append(row)
+        else:
+            conn.execute(audit.insert(), row)
 
     def audit_event(self, actor: str, action: str, detail: dict[str, Any]) -> None:
         """Audit something that is not an alert change (tokens, maintenance, silences, replays)."""
@@ -755,7 +861,7 @@ class Bridge:
                 "created_at": now,
                 "silence_ids": dumps(silence_ids),
             }
-            mid = insert_id(conn, maintenance.insert().values(**values))
+            mid = insert_id(conn, maintenance.insert(), values)
             detail = {"maintenance_id": mid, "matchers": matchers, "silence_ids": silence_ids}
             self._audit(conn, actor, "maintenance:created", {}, detail, now)
             return maintenance_view({**values, "id": mid})
@@ -828,6 +934,11 @@ def alert_view(row: Any) -> dict[str, Any]:
         "silenceId": row["silence_id"],
         "escalationLevel": row["escalation_level"],
     }
+
+
+def _stale(last: dict[str, Any] | None, a: IncomingAlert) -> bool:
+    """A late copy of an ended episode (a peer's repeat after the resolve) is not a new one."""
+    return last is not None and last["ends_at"] is not None and a.starts_at < last["ends_at"]
 
 
 def _safe(action: Callable[[], None]) -> None:

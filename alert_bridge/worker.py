@@ -51,6 +51,18 @@ class Breaker:
         return "open" if time.time() < self.open_until else "half-open"
 
 
+@dataclass
+class Outcome:
+    """What happened to one claimed outbox row: delivered, failed, dead, or deferred (breaker open)."""
+
+    row: dict[str, Any]
+    result: str
+    error: str | None
+    took: float
+    permanent: bool = False
+    retry_at: float = 0.0
+
+
 def backoff(attempt: int, base: float, maximum: float) -> float:
     """Exponential backoff with full jitter (AWS style), capped at `maximum`."""
     return random.uniform(0, min(maximum, base * (2 ** max(attempt - 1, 0))))
@@ -122,58 +134,52 @@ class Worker:
                 self._wake.wait(interval)
                 self._wake.clear()
 
-    def run_once(self, limit: int = 64) -> int:
-        """Claim and deliver one batch; returns how many rows were attempted."""
+    def run_once(self, limit: int = 256) -> int:
+        """Claim and deliver one batch, then record all outcomes in one transaction; returns rows tried."""
         rows = self._claim(limit)
         if not rows:
             return 0
         by_channel: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             by_channel.setdefault(row["channel"], []).append(row)
-        list(self._pool.map(self._deliver_channel, by_channel.values()))
+        outcomes = [o for group in self._pool.map(self._deliver_channel, by_channel.values()) for o in group]
+        self._record(outcomes)
         return len(rows)
 
-    def _deliver_channel(self, rows: list[dict[str, Any]]) -> None:
+    def _deliver_channel(self, rows: list[dict[str, Any]]) -> list[Outcome]:
         """Probe with one message; fan out only while the channel is healthy, so a dead channel sees at most
         `breaker_failures` calls before its breaker opens."""
-        self._deliver(rows[0])
+        outcomes = [self._deliver(rows[0])]
         rest = rows[1:]
         breaker = self.breakers.get(rows[0]["channel"])
         if breaker is not None and breaker.failures == 0:
-            list(self._fanout.map(self._deliver, rest))
+            outcomes += list(self._fanout.map(self._deliver, rest))
         else:
-            for row in rest:
-                self._deliver(row)
+            outcomes += [self._deliver(row) for row in rest]
+        return outcomes
 
     def _claim(self, limit: int) -> list[dict[str, Any]]:
         db = self.bridge.db
 
         def run(conn: Any) -> list[dict[str, Any]]:
             now = time.time()
-            candidates = (
-                conn.execute(
-                    select(outbox)
-                    .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
-                    .where(outbox.c.claimed_until < now)
-                    .order_by(outbox.c.next_attempt_at, outbox.c.id)
-                    .limit(limit)
-                )
-                .mappings()
-                .all()
+            query = (
+                select(outbox)
+                .where(outbox.c.status == "pending", outbox.c.next_attempt_at <= now)
+                .where(outbox.c.claimed_until < now)
+                .order_by(outbox.c.next_attempt_at, outbox.c.id)
+                .limit(limit)
             )
-            claimed = []
-            for row in candidates:
-                # Conditional update = claim; a concurrent replica that got there first sees rowcount 0.
-                got = conn.execute(
-                    update(outbox)
-                    .where(
-                        outbox.c.id == row["id"], outbox.c.claimed_until < now, outbox.c.status == "pending"
-                    )
-                    .values(claimed_until=now + self.claim_seconds)
-                ).rowcount
-                if got:
-                    claimed.append(dict(row))
-            return claimed
+            if not db.is_sqlite:
+                # Replicas skip rows another replica is claiming right now instead of waiting on them.
+                query = query.with_for_update(skip_locked=True)
+            rows = [dict(r) for r in conn.execute(query).mappings().all()]
+            if rows:
+                ids = [r["id"] for r in rows]
+                conn.execute(
+                    update(outbox).where(outbox.c.id.in_(ids)).values(claimed_until=now + self.claim_seconds)
+                )
+            return rows
 
         try:
             with db.write() as conn:
@@ -182,18 +188,16 @@ class Worker:
             log.warning("outbox claim failed: %s", type(exc).__name__)
             raise StorageUnavailable(type(exc).__name__) from None
 
-    def _deliver(self, row: dict[str, Any]) -> None:
+    def _deliver(self, row: dict[str, Any]) -> Outcome:
         name = row["channel"]
         channel = self.channels.get(name)
         now = time.time()
         if channel is None:
-            self._finish(row, "dead", f"channel {name!r} is no longer configured", 0.0, permanent=True)
-            return
+            return Outcome(row, "dead", f"channel {name!r} is no longer configured", 0.0, permanent=True)
         breaker = self.breakers[name]
         if not breaker.allow(now):
             # Not an attempt: the channel is known to be down; come back when the breaker half-opens.
-            self._reschedule(row, breaker.open_until)
-            return
+            return Outcome(row, "deferred", None, 0.0, retry_at=breaker.open_until)
         payload = json.loads(row["payload"])
         prefix = channel.config.options.get("subject_prefix", "[NovaCron]")
         message = render_message(row["dedup_key"], row["kind"], row["recipient"], payload, prefix)
@@ -202,66 +206,74 @@ class Worker:
             channel.send(message)
         except DeliveryError as exc:
             breaker.failure(time.time())
-            self._finish(row, "failed", str(exc), time.monotonic() - started, permanent=exc.permanent)
-            return
+            return Outcome(row, "failed", str(exc), time.monotonic() - started, permanent=exc.permanent)
         except Exception as exc:  # a plugin bug must not kill the worker; treat as retryable
             breaker.failure(time.time())
-            self._finish(row, "failed", f"{type(exc).__name__}", time.monotonic() - started, permanent=False)
-            return
+            return Outcome(row, "failed", type(exc).__name__, time.monotonic() - started)
         breaker.success()
-        self._finish(row, "delivered", None, time.monotonic() - started, permanent=False)
+        return Outcome(row, "delivered", None, time.monotonic() - started)
 
-    def _reschedule(self, row: dict[str, Any], when: float) -> None:
-        with self.bridge.db.write() as conn:
-            conn.execute(
-                update(outbox).where(outbox.c.id == row["id"]).values(next_attempt_at=when, claimed_until=0.0)
-            )
-
-    def _finish(
-        self, row: dict[str, Any], result: str, error: str | None, took: float, permanent: bool
-    ) -> None:
+    def _record(self, outcomes: list[Outcome]) -> None:
+        """Write every outcome and attempt of the batch in one transaction (retried)."""
         cfg = self.bridge.config
         now = time.time()
-        attempt = row["attempts"] + 1
-        values: dict[str, Any] = {"attempts": attempt, "claimed_until": 0.0, "last_error": error}
-        if result == "delivered":
-            values.update(status="delivered", delivered_at=now)
-        elif permanent or attempt >= cfg.max_attempts:
-            values.update(status="dead")
-            result = "dead"
-        else:
-            values.update(
-                next_attempt_at=now + backoff(attempt, cfg.backoff_base_seconds, cfg.backoff_max_seconds)
+        updates: list[tuple[int, dict[str, Any]]] = []
+        attempts: list[dict[str, Any]] = []
+        for o in outcomes:
+            row = o.row
+            if o.result == "deferred":
+                updates.append((row["id"], {"next_attempt_at": o.retry_at, "claimed_until": 0.0}))
+                continue
+            attempt = row["attempts"] + 1
+            values: dict[str, Any] = {"attempts": attempt, "claimed_until": 0.0, "last_error": o.error}
+            if o.result == "delivered":
+                values.update(status="delivered", delivered_at=now)
+            elif o.permanent or attempt >= cfg.max_attempts:
+                values.update(status="dead")
+                o.result = "dead"
+            else:
+                delay = backoff(attempt, cfg.backoff_base_seconds, cfg.backoff_max_seconds)
+                values.update(next_attempt_at=now + delay)
+            updates.append((row["id"], values))
+            attempts.append(
+                {
+                    "outbox_id": row["id"],
+                    "channel": row["channel"],
+                    "attempt": attempt,
+                    "at": now,
+                    "result": o.result,
+                    "latency_seconds": o.took,
+                    "error": o.error,
+                }
             )
         for tries in range(5):
             try:
                 with self.bridge.db.write() as conn:
-                    conn.execute(update(outbox).where(outbox.c.id == row["id"]).values(**values))
-                    conn.execute(
-                        deliveries.insert().values(
-                            outbox_id=row["id"],
-                            channel=row["channel"],
-                            attempt=attempt,
-                            at=now,
-                            result=result,
-                            latency_seconds=took,
-                            error=error,
-                        )
-                    )
+                    for outbox_id, values in updates:
+                        conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(**values))
+                    if attempts:
+                        conn.execute(deliveries.insert(), attempts)
                 break
             except Exception as exc:
                 # Delivered but not recorded: the claim expires and the message goes again (at-least-once,
                 # with the same idempotency key), which is the documented trade-off.
                 log.warning(
-                    "recording delivery %s failed (%s), try %d", row["id"], type(exc).__name__, tries + 1
+                    "recording %d outcomes failed: %s (try %d)", len(updates), type(exc).__name__, tries + 1
                 )
                 time.sleep(0.2 * (tries + 1))
-        self.metrics.notifications.labels(row["channel"], result).inc()
-        if result == "delivered":
-            self.metrics.latency.labels(row["channel"]).observe(max(0.0, now - row["created_at"]))
+        for o in outcomes:
+            self._count(o, now)
+
+    def _count(self, o: Outcome, now: float) -> None:
+        channel = o.row["channel"]
+        if o.result == "deferred":
+            return
+        self.metrics.notifications.labels(channel, o.result).inc()
+        if o.result == "delivered":
+            self.metrics.latency.labels(channel).observe(max(0.0, now - o.row["created_at"]))
         else:
-            self.metrics.failed.labels(row["channel"]).inc()
-            log.warning("delivery %s on %s %s: %s", row["id"], row["channel"], result, error)
+            self.metrics.failed.labels(channel).inc()
+            log.warning("delivery %s on %s %s: %s", o.row["id"], channel, o.result, o.error)
 
     # --- timers --------------------------------------------------------------------------------------------
 
