@@ -143,7 +143,10 @@ class Service:
         except jwt.PyJWKClientConnectionError:
             raise ApiError(503, "unavailable", "cannot fetch the identity provider's keys") from None
         g.outcome.principal = principal
-        wait = self.rate.acquire(principal.name)
+        own = principal.rate_limit
+        wait = self.rate.acquire(
+            principal.name, own.requests_per_second if own else None, own.burst if own else None
+        )
         if wait > 0:
             self.metrics.denied.labels("rate_limited").inc()
             raise ApiError(

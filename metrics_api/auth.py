@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import jwt
 
-from metrics_api.config import TENANT_RE, Config, OidcConfig, hash_token
+from metrics_api.config import TENANT_RE, Config, OidcConfig, RateLimit, hash_token
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class Principal:
     role: str
     tenants: tuple[str, ...]
     all_tenants: bool
+    rate_limit: RateLimit | None = None  # this token's own limit; None: the global one
 
     def can_see_tenant(self, tenant: str) -> bool:
         return self.all_tenants or tenant in self.tenants
@@ -66,7 +67,7 @@ class Authenticator:
         if match is None:
             raise AuthError("invalid token")
         role = self._config.roles[match.role]
-        return Principal(match.name, match.role, match.tenants, role.all_tenants)
+        return Principal(match.name, match.role, match.tenants, role.all_tenants, match.rate_limit)
 
     def _signing_key(self, token: str, oidc: OidcConfig) -> object:
         if self._jwks is not None:

@@ -41,6 +41,7 @@ class TokenEntry:
     sha256: bytes
     role: str
     tenants: tuple[str, ...]
+    rate_limit: RateLimit | None = None
 
 
 @dataclass(frozen=True)
@@ -217,7 +218,7 @@ def _roles(section: Mapping[str, Any]) -> dict[str, Role]:
 def _token(index: int, spec: Any, roles: Mapping[str, Role]) -> TokenEntry:
     key = f"tokens[{index}]"
     spec = _mapping(spec, key)
-    check_keys(spec, {"name", "role", "tenants", "sha256", "token_env", "token_file"}, key)
+    check_keys(spec, {"name", "role", "tenants", "sha256", "token_env", "token_file", "rate_limit"}, key)
     name = spec.get("name")
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{key}.name", "required: a name for audit logs and rate limits")
@@ -244,7 +245,20 @@ def _token(index: int, spec: Any, roles: Mapping[str, Role]) -> TokenEntry:
         if len(secret) < 16:
             raise ConfigError(f"{key}.{sources[0]}", "tokens must have at least 16 characters")
         digest = hash_token(secret)
-    return TokenEntry(name, digest, str(role), tenants)
+    rate = None
+    if spec.get("rate_limit") is not None:
+        rate = _rate_limit(_mapping(spec["rate_limit"], f"{key}.rate_limit"), f"{key}.rate_limit")
+    return TokenEntry(name, digest, str(role), tenants, rate)
+
+
+def _rate_limit(section: Mapping[str, Any], key: str) -> RateLimit:
+    check_keys(section, {"requests_per_second", "burst"}, key)
+    return RateLimit(
+        requests_per_second=_positive_float(
+            section.get("requests_per_second", 20.0), f"{key}.requests_per_second"
+        ),
+        burst=_positive_int(section.get("burst", 40), f"{key}.burst"),
+    )
 
 
 def _sensitive(value: Any, roles: Mapping[str, Role]) -> tuple[SensitiveRule, ...]:
@@ -379,8 +393,6 @@ def build_config(data: Mapping[str, Any]) -> Config:
         raise ConfigError("tokens", "configure at least one token or oidc (the API never runs open)")
     cache = _mapping(data.get("cache"), "cache")
     check_keys(cache, {"ttl", "max_entries"}, "cache")
-    rate = _mapping(data.get("rate_limit"), "rate_limit")
-    check_keys(rate, {"requests_per_second", "burst"}, "rate_limit")
     audit = _mapping(data.get("audit"), "audit")
     check_keys(audit, {"file"}, "audit")
     agg = _mapping(data.get("aggregation"), "aggregation")
@@ -405,12 +417,7 @@ def build_config(data: Mapping[str, Any]) -> Config:
             else 0.0,
             max_entries=_positive_int(cache.get("max_entries", 2048), "cache.max_entries"),
         ),
-        rate_limit=RateLimit(
-            requests_per_second=_positive_float(
-                rate.get("requests_per_second", 20.0), "rate_limit.requests_per_second"
-            ),
-            burst=_positive_int(rate.get("burst", 40), "rate_limit.burst"),
-        ),
+        rate_limit=_rate_limit(_mapping(data.get("rate_limit"), "rate_limit"), "rate_limit"),
         audit_file=str(audit["file"]) if audit.get("file") else None,
         rate_interval=rate_interval,
     )

@@ -68,16 +68,18 @@ class RateLimiter:
         refill = self.burst / self.rate
         self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
 
-    def acquire(self, who: str) -> float:
-        """0 when allowed; otherwise the seconds to wait before the next request will be."""
+    def acquire(self, who: str, rate: float | None = None, burst: int | None = None) -> float:
+        """0 when allowed; otherwise the seconds to wait. `rate`/`burst` override the defaults for `who`."""
+        rate = rate or self.rate
+        capacity = float(burst or self.burst)
         now = self._clock()
         with self._lock:
             if who not in self._buckets and len(self._buckets) >= self.max_principals:
                 self._forget_full(now)
-            tokens, last = self._buckets.get(who, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            tokens, last = self._buckets.get(who, (capacity, now))
+            tokens = min(capacity, tokens + (now - last) * rate)
             if tokens >= 1.0:
                 self._buckets[who] = (tokens - 1.0, now)
                 return 0.0
             self._buckets[who] = (tokens, now)
-            return (1.0 - tokens) / self.rate
+            return (1.0 - tokens) / rate

@@ -454,3 +454,28 @@ def test_large_results_are_not_cached() -> None:
     small = {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, "1"]] * 10}]}
     big = {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, "1"]] * (CACHE_MAX_SAMPLES + 1)}]}
     assert _cacheable(small) and not _cacheable(big) and _cacheable(["a", "b"])
+
+
+def test_per_token_rate_limit_overrides_the_default() -> None:
+    cfg = build_config(
+        _config(
+            tokens=[
+                {
+                    "name": "t",
+                    "role": "viewer",
+                    "tenants": ["acme"],
+                    "sha256": GOOD_SHA,
+                    "rate_limit": {"requests_per_second": 1, "burst": 1},
+                },
+            ]
+        )
+    )
+    principal = Authenticator(cfg).authenticate("Bearer a-long-enough-token-123")
+    assert principal.rate_limit is not None and principal.rate_limit.burst == 1
+    limiter = RateLimiter(cfg.rate_limit.requests_per_second, cfg.rate_limit.burst, clock=lambda: 0.0)
+    assert limiter.acquire("t", 1, 1) == 0.0 and limiter.acquire("t", 1, 1) == pytest.approx(1.0)
+    with pytest.raises(ConfigError) as err:
+        build_config(
+            _config(tokens=[{"name": "t", "role": "admin", "sha256": GOOD_SHA, "rate_limit": {"burst": 0}}])
+        )
+    assert err.value.key == "tokens[0].rate_limit.burst"
