@@ -88,9 +88,11 @@ def count_domains(kind: str, text: str) -> int:
     return len(set(pattern.findall(text)))
 
 
-def measure(uri: str, source: str, scrapes: int, workdir: Path) -> list[Result]:
-    """Both exporters on `uri`, scraped alternately so machine noise hits both alike."""
-    with exporter("novacron", uri, workdir) as ours, exporter("debian", uri, workdir) as theirs:
+def measure(
+    uri: str, source: str, scrapes: int, workdir: Path, debian_uri: str | None = None
+) -> list[Result]:
+    """Both exporters (Debian's on `debian_uri` if given), scraped alternately so noise hits both alike."""
+    with exporter("novacron", uri, workdir) as ours, exporter("debian", debian_uri or uri, workdir) as theirs:
         runs = {"novacron": ours, "debian": theirs}
         times: dict[str, list[float]] = {k: [] for k in runs}
         cpu: dict[str, float] = dict.fromkeys(runs, 0.0)
@@ -154,11 +156,17 @@ def main() -> int:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="lvbench-") as tmp:
         workdir = Path(tmp)
+        uris = {}
         for size in (int(s) for s in args.sizes.split(",") if s):
             uri = write_fleet(workdir / f"fleet-{size}" / "node.xml", size, seed=size, shutoff_every=10)
+            uris[size] = uri
             scrapes = args.scrapes if size < 5000 else max(5, args.scrapes // 3)
             results += measure(uri, f"test driver, {size} domains", scrapes, workdir)
             print(table(results[-2:]), flush=True)
+        goal = None
+        if 1000 in uris and 500 in uris:
+            # The issue's goal compares two sizes; measure them side by side, not minutes apart.
+            goal = measure(uris[1000], "goal: novacron 1000 / debian 500", args.scrapes, workdir, uris[500])
         if args.guests:
             for running in qemu_guests(args.guests):
                 results += measure(
@@ -174,10 +182,12 @@ def main() -> int:
         print(
             f"{source}: p50 ratio novacron/debian = {r.p50 / t.p50:.2f}, domains {r.domains} vs {t.domains}"
         )
-    k1, d500 = ours.get("test driver, 1000 domains"), theirs.get("test driver, 500 domains")
-    if k1 and d500:
+    if goal:
+        k1, d500 = goal
         verdict = "met" if k1.p50 <= d500.p50 else "NOT met"
-        print(f"goal p50(novacron, 1000) <= p50(debian, 500): {k1.p50:.3f}s vs {d500.p50:.3f}s: {verdict}")
+        print(table(goal))
+        print(f"goal p50(novacron, 1000) <= p50(debian, 500), measured alternately: {k1.p50:.3f}s vs")
+        print(f"{d500.p50:.3f}s (CPU {k1.cpu:.3f}s vs {d500.cpu:.3f}s per scrape): {verdict}")
     return 0
 
 
