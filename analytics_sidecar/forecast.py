@@ -10,6 +10,9 @@ Model (fitted on the history before a cut-off, on a grid of `step` seconds ancho
   from the week's median) when the weekly seasonal strength beats the daily one and two weeks are known;
 - `alpha`: the seasonal strength (Hyndman's F_s, 0..1): a weak pattern is shrunk towards the level;
 - `slope`: the Theil-Sen slope of daily medians, used only when Mann-Kendall finds it significant;
+- combination: the result is blended with the last period's value at the same slot (seasonal naive) with
+  weight `naive_weight` (0.25), because an equal-time spike that the medians smooth away is often real
+  (a nightly job), and averaging forecasts of different kinds lowers the error of either (Bates & Granger);
 - intervals: empirical quantiles of in-sample one-day-ahead errors, widened over the horizon by the
   Theil-Sen slope's 95 % confidence bounds.
 """
@@ -36,6 +39,8 @@ class ForecastPolicy:
     trend_p_value_max: float = 0.01
     weekly_margin: float = 0.10  # weekly strength must beat daily strength by this much
     nonnegative: bool = True
+    level_window: float = DAY / 4  # 6 h: the newest level that is still a median of 72 samples
+    naive_weight: float = 0.25  # weight of the last period's value in the combined point forecast
 
 
 @dataclass(frozen=True)
@@ -53,12 +58,18 @@ class SeasonalModel:
     q_high: float
     cutoff: float
     nonnegative: bool
+    last_period: np.ndarray | None = None  # last observed value per slot (NaN where missing)
+    naive_weight: float = 0.0
 
     def predict(self, t: np.ndarray | float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Point forecast and lower/upper bounds at the given times."""
         ts = np.atleast_1d(np.asarray(t, dtype=float))
         slot = (np.floor(np.mod(ts, self.period_seconds) / self.step)).astype(np.int64) % self.profile.size
         point = self.level + self.slope * (ts - self.t_level) + self.alpha * self.profile[slot]
+        if self.last_period is not None and self.naive_weight > 0:
+            naive = self.last_period[slot]
+            blend = (1.0 - self.naive_weight) * point + self.naive_weight * naive
+            point = np.where(np.isfinite(naive), blend, point)
         h = np.clip(ts - self.cutoff, 0.0, None)
         lower = point + self.q_low + np.minimum(0.0, (self.slope_low - self.slope) * h)
         upper = point + self.q_high + np.maximum(0.0, (self.slope_high - self.slope) * h)
@@ -82,9 +93,6 @@ def fit(series: Series, cutoff: float, policy: ForecastPolicy = ForecastPolicy()
     x = regularise(hist, step, end=end, start=start)
     slots = int(round(DAY / step))
     days = x.reshape(-1, slots)
-    recent = hist.since(cutoff - DAY)
-    level = float(np.median(recent.v if len(recent) else hist.v))
-    t_level = cutoff - DAY / 2
 
     hourly = regularise(hist, HOUR, end=end, start=start)
     daily_strength = seasonal_strength(hourly, 24)
@@ -102,12 +110,22 @@ def fit(series: Series, cutoff: float, policy: ForecastPolicy = ForecastPolicy()
             profile = nanmedian(dev, axis=0)
     profile = _smooth_circular(np.nan_to_num(profile, nan=0.0), policy.smooth_slots)
 
+    # Level: median of the last `level_window` of de-seasonalised samples (the newest level, without the
+    # time-of-day bias a part of a day would bring).
+    recent = hist.since(cutoff - policy.level_window)
+    if not len(recent):
+        recent = hist
+    r_slot = (np.floor(np.mod(recent.t, period) / step)).astype(np.int64) % profile.size
+    level = float(np.median(recent.v - alpha * profile[r_slot]))
+    t_level = cutoff - policy.level_window / 2
     tr = trend_of(hist)
     slope = tr.slope_per_second if tr.p_value <= policy.trend_p_value_max else 0.0
     q_low, q_high = _residual_quantiles(
         days, day_medians, profile if not use_weekly else None, alpha, slope * DAY, policy
     )
     return SeasonalModel(
+        last_period=_last_period(x, start, cutoff, step, period),
+        naive_weight=policy.naive_weight,
         step=step,
         period_seconds=period,
         level=level,
@@ -122,6 +140,17 @@ def fit(series: Series, cutoff: float, policy: ForecastPolicy = ForecastPolicy()
         cutoff=cutoff,
         nonnegative=policy.nonnegative,
     )
+
+
+def _last_period(x: np.ndarray, start: float, cutoff: float, step: float, period: float) -> np.ndarray:
+    """The last `period` of the grid before the cut-off, indexed by slot as `predict` looks it up."""
+    n = int(round(period / step))
+    k = min(x.size, int(math.ceil((cutoff - start) / step)))
+    idx = np.arange(max(0, k - n), k)
+    out = np.full(n, np.nan)
+    slots = (np.floor(np.mod(start + idx * step, period) / step)).astype(np.int64) % n
+    out[slots] = x[idx]
+    return out
 
 
 def _weekly_profile(hist: Series, step: float, cutoff: float, policy: ForecastPolicy) -> np.ndarray:
