@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import promql_parser as pp
@@ -248,12 +249,37 @@ def _verify(text: str, policy: Policy, expected_selectors: int) -> None:
             raise ScopeError("query cannot be scoped to the caller's tenants")
 
 
+# Long matcher values (a tenant's VM id list in vm_id mode) are verified as a placeholder and put in last:
+# re-parsing means compiling the regex, which for thousands of ids costs the parser hundreds of milliseconds.
+_PLACEHOLDER = f"novacron-scope-{secrets.token_hex(16)}"
+_LONG_VALUE = 256
+
+
 def scope_query(query: str, policy: Policy) -> str:
     """The query with the policy's matchers on every selector; QueryError or ScopeError otherwise."""
+    if _PLACEHOLDER in query:
+        raise ScopeError("query cannot be scoped")
     tree = parse(query)
     count = len(selectors(tree))
-    text = render(tree, policy)
-    _verify(text, policy, count)
+    long_values = {
+        f"{_PLACEHOLDER}-{i}": value
+        for i, (_, _, value) in enumerate(policy.enforced)
+        if len(value) > _LONG_VALUE
+    }
+    if not long_values:
+        text = render(tree, policy)
+        _verify(text, policy, count)
+        return text
+    stand_in = {value: key for key, value in long_values.items()}
+    light = replace(
+        policy,
+        enforced=tuple((label, op, stand_in.get(value, value)) for label, op, value in policy.enforced),
+    )
+    text = render(tree, light)
+    _verify(text, light, count)
+    # The placeholders are unguessable and absent from the input, so each occurrence is one we rendered.
+    for key, value in long_values.items():
+        text = text.replace(quote(key), quote(value))
     return text
 
 

@@ -36,6 +36,8 @@ from metrics_api.protect import RateLimiter, ResultCache
 
 ACME = Policy(enforced=(tenant_matcher("tenant", ["acme"]),), denied_names=("novacron_billing_.*",))
 MULTI = Policy(enforced=(tenant_matcher("tenant", ["b.c", "acme"]),), max_range_seconds=86400)
+# vm_id mode: a long alternation of ids (above the placeholder threshold), with regex metacharacters.
+LONG = Policy(enforced=(("vm_id", "=~", "|".join(f"vm\\.{i:03d}" for i in range(40))),))
 
 
 def _matchers(sel: pp.VectorSelector) -> set[tuple[str, str, str]]:
@@ -154,12 +156,25 @@ _CORPUS = st.sampled_from(
 def test_fuzz_scope_is_total_and_sound(parts: list[str], joiners: list[str]) -> None:
     """Whatever the text, the result is a clear refusal or a query whose every selector is scoped."""
     query = "".join(p + j for p, j in zip(parts, joiners, strict=False))
-    try:
-        scoped = scope_query(query, MULTI)
-    except (QueryError, ScopeError):
-        return
-    assert_scoped(scoped, MULTI)
-    assert render(pp.parse(scoped)) == scoped
+    for policy in (MULTI, LONG):
+        try:
+            scoped = scope_query(query, policy)
+        except (QueryError, ScopeError):
+            continue
+        assert_scoped(scoped, policy)
+        assert render(pp.parse(scoped)) == scoped
+
+
+def test_long_matchers_are_verified_as_placeholders() -> None:
+    from metrics_api import promql
+
+    query = 'a{x="1"} or rate(b[5m]) or c{y=~"\\\\d"}'
+    scoped = scope_query(query, LONG)
+    assert_scoped(scoped, LONG)
+    assert len(selectors(pp.parse(scoped))) == len(selectors(pp.parse(query)))
+    assert promql._PLACEHOLDER not in scoped
+    with pytest.raises(ScopeError):
+        scope_query(f'a{{x="{promql._PLACEHOLDER}-0"}}', LONG)
 
 
 # -- config -------------------------------------------------------------------------------------------------
