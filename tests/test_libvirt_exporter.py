@@ -282,3 +282,78 @@ def test_probe_only_mode_serves_process_metrics_on_metrics(tmp_path: Path) -> No
         assert len(probed["novacron_vm_state"]) == 2
     finally:
         server.shutdown()
+
+
+NOVA_NODE = """<?xml version="1.0"?>
+<node>
+  <cpu><mhz>2000</mhz><model>x86_64</model><nodes>1</nodes><sockets>1</sockets><cores>2</cores><threads>2</threads><active>4</active></cpu>
+  <memory>8388608</memory>
+  <domain type="test">
+    <name>instance-0000002a</name>
+    <uuid>11111111-2222-3333-4444-555555555555</uuid>
+    <metadata>
+      <nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.1">
+        <nova:name>web-frontend-1</nova:name>
+        <nova:flavor name="m1.large"><nova:memory>2048</nova:memory></nova:flavor>
+        <nova:owner>
+          <nova:user uuid="u1">alice</nova:user><nova:project uuid="9f2c0a">shop</nova:project>
+        </nova:owner>
+      </nova:instance>
+    </metadata>
+    <memory unit="KiB">2097152</memory>
+    <vcpu>6</vcpu>
+    <os><type arch="x86_64">hvm</type></os>
+    <devices>
+      <disk type="file" device="disk">
+        <source file="/srv/ceph-images/web-1.img"/><target dev="vda" bus="virtio"/>
+      </disk>
+      <interface type="bridge">
+        <mac address="52:54:00:aa:bb:cc"/><source bridge="br-public"/><target dev="tap0"/>
+      </interface>
+    </devices>
+  </domain>
+  <network>
+    <name>public</name>
+    <bridge name="br-public"/>
+    <forward mode="bridge"/>
+  </network>
+  <pool type="dir">
+    <name>images</name>
+    <capacity unit="GiB">100</capacity><allocation unit="GiB">40</allocation>
+    <available unit="GiB">60</available>
+    <target><path>/srv/ceph-images</path></target>
+  </pool>
+</node>
+"""
+
+
+def test_openstack_metadata_and_topology_through_libvirt(tmp_path: Path) -> None:
+    """Nova metadata, a disk under a pool's path, a NIC on a network's bridge, read back through libvirt."""
+    node = tmp_path / "node.xml"
+    node.write_text(NOVA_NODE)
+    port = free_port()
+    args = build_parser().parse_args([f"--libvirt.uri=test://{node}", "--libvirt.hostname=kvm07"])
+    server = serve_in_thread(make_app(settings_from(args)), f"127.0.0.1:{port}")
+    try:
+        samples = parse(requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text)
+    finally:
+        server.shutdown()
+    info = samples["novacron_vm_info"][0].labels
+    assert (info["vm_name"], info["tenant"], info["project"], info["flavor"]) == (
+        "web-frontend-1",
+        "9f2c0a",
+        "shop",
+        "m1.large",
+    )
+    assert info["host"] == info["account"] == "kvm07"
+    vm = "vm:11111111-2222-3333-4444-555555555555"
+    edges = {
+        (e.labels["source"], e.labels["target"], e.labels["kind"]) for e in samples["novacron_topology_edge"]
+    }
+    assert edges == {
+        ("host:kvm07", vm, "runs"),
+        (vm, "pool:kvm07/images", "disk"),
+        (vm, "network:kvm07/public", "nic"),
+    }
+    assert samples["novacron_host_cpu_overcommit_ratio"][0].value == 1.5  # 6 vCPUs on 4 CPUs
+    assert samples["novacron_storage_pool_capacity_bytes"][0].value == 100 * 2**30
