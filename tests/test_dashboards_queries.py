@@ -1,9 +1,10 @@
 """Every panel query, variables substituted, returns data from a real Prometheus scraping the real stack.
 
-Real: Prometheus 2.42 evaluating every rule file in rules/ (recording rules included), the libvirt exporter on
-a test-driver fleet, Alertmanager (clustered) and Prometheus scraping itself. Not yet in this stack, so served
-by a small exposition server with the exact names and labels those components document: cloud VMs and the
-cloud exporter's own metrics, the analytics sidecar's write-back, the alert bridge's metrics.
+Real: Prometheus 2.42 evaluating every rule file in rules/ and dashboards/rules/, the libvirt exporter on a
+test-driver fleet, the cloud exporter on AWS (moto: EC2 discovery by tag, CloudWatch history), Alertmanager
+(clustered) and Prometheus scraping itself. Not in this stack, so served by a small exposition server with the
+names and labels those components expose: Azure and GCP VMs with their cloud-exporter self-metrics, the
+analytics sidecar's write-back, the alert bridge's metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Response
 
@@ -24,14 +26,16 @@ from dashboards.evaluate import Prometheus as PromClient
 from dashboards.evaluate import run_dashboard, variable_options
 from stack.processes import ManagedProcess, free_port
 from stack.servers import Prometheus, prometheus_config
+from tests.fakes import aws_seed
 from tests.harness import start_alertmanager, test_driver_fleet
 
 REPO = Path(__file__).resolve().parent.parent
 DASHBOARD_RULES = sorted((REPO / "dashboards" / "rules").glob("*.rules.yml"))
 EXPORTER = str(Path(sys.executable).parent / "novacron-libvirt-exporter")
+CLOUD_EXPORTER = str(Path(sys.executable).parent / "novacron-cloud-exporter")
 KVM_HOST = "kvm00"
-CLOUD_VMS = [  # provider, vm_id, name, region, tenant
-    ("aws", "i-0abc123", "web-aws-1", "eu-west-1", "acme"),
+AWS_REGION = "ap-southeast-2"  # a region no other test seeds on the shared moto server
+CLOUD_VMS = [  # provider, vm_id, name, region, tenant (static; AWS VMs come from the real exporter)
     (
         "azure",
         "/subscriptions/s1/resourcegroups/rg/providers/microsoft.compute/virtualmachines/az1",
@@ -55,7 +59,7 @@ def _line(name: str, labels: dict[str, str], value: float) -> str:
     return f"{name}{{{inner}}} {value}"
 
 
-def static_exposition(kvm_vms: list[str], t: float) -> str:
+def static_exposition(kvm_vms: list[str], t: float, real_cloud_vms: tuple[str, ...] = ()) -> str:
     """Cloud VMs, cloud exporter self-metrics, sidecar write-back and bridge metrics; counters grow with t."""
     lines = []
     for provider, vm_id, name, region, tenant in CLOUD_VMS:
@@ -104,7 +108,7 @@ def static_exposition(kvm_vms: list[str], t: float) -> str:
             lines.append(
                 _line(f"novacron_cloud_api_{metric}_total", {**target, "operation": "GetMetricData"}, t)
             )
-    all_vms = kvm_vms + [vm[1] for vm in CLOUD_VMS]
+    all_vms = kvm_vms + list(real_cloud_vms) + [vm[1] for vm in CLOUD_VMS]
     for index, vm_id in enumerate(all_vms):
         vm = {"vm_id": vm_id}
         cls = ("idle", "steady", "diurnal")[index % 3]
@@ -148,9 +152,55 @@ def static_exposition(kvm_vms: list[str], t: float) -> str:
     return "\n".join(lines) + "\n"
 
 
+def start_cloud_exporter(tmp: Path, moto: ManagedProcess) -> tuple[ManagedProcess, list[str]]:
+    """The real cloud exporter against moto: three tagged EC2 instances, ten minutes of CloudWatch data."""
+    url = aws_seed.endpoint_of(moto)
+    ids = aws_seed.launch(url, AWS_REGION, 3, {"env": "dashboards", "tenant": "acme"})
+    now = time.time()
+    metrics = {
+        "CPUUtilization": 37.0,
+        "NetworkIn": 6e6,
+        "NetworkOut": 3e6,
+        "DiskReadBytes": 1e6,
+        "DiskWriteBytes": 2e6,
+        "StatusCheckFailed_Instance": 0,
+    }
+    aws_seed.put(url, AWS_REGION, aws_seed.history(ids, metrics, now - 900, now - 60, 60))
+    memory = aws_seed.history(ids, {"mem_used_percent": 55.0}, now - 900, now - 60, 60)
+    aws_seed.put(url, AWS_REGION, memory, namespace="CWAgent")  # the CloudWatch agent's guest memory
+    config = {
+        "refresh_interval": "5s",
+        "providers": [
+            {
+                "type": "aws",
+                "account": "123456789012",
+                "regions": [AWS_REGION],
+                "endpoint_url": url,
+                "discovery": {"tags": {"env": "dashboards"}},
+                "extra_namespaces": ["CWAgent"],
+                "concurrency": 1,
+                "defaults": {"period": "1m", "delay": "1m", "window": "10m"},
+            }
+        ],
+    }
+    path = tmp / "cloud-exporter.yml"
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = ManagedProcess(
+        "cloud-exporter",
+        [CLOUD_EXPORTER, "--config.file", str(path), "--web.listen-address", f"127.0.0.1:{port}"],
+        tmp / "cloud-exporter.log",
+        ready_url=f"http://127.0.0.1:{port}/metrics",
+        env=dict(aws_seed.CREDS_ENV),
+        url=f"127.0.0.1:{port}",
+    )
+    return proc, ids
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack(tmp_path_factory: pytest.TempPathFactory, moto_server: ManagedProcess) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("dashq")
+    cloud, aws_ids = start_cloud_exporter(tmp, moto_server)
     uri = test_driver_fleet(tmp, n_domains=20, n_hosts=1, seed=3, shutoff_every=5)
     port = free_port()
     exporter = ManagedProcess(
@@ -170,7 +220,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     static = HTTPServer(host="127.0.0.1", port=free_port())
     rules = tmp / "always.rules.yml"
     rules.write_text(ALWAYS_FIRING)
-    with exporter:
+    with exporter, cloud:
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=30).text
         kvm_vms = sorted(
             {
@@ -181,7 +231,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         )
         t0 = time.time()
         static.expect_request("/metrics").respond_with_handler(
-            lambda _r: Response(static_exposition(kvm_vms, time.time() - t0), content_type="text/plain")
+            lambda _r: Response(
+                static_exposition(kvm_vms, time.time() - t0, tuple(aws_ids)), content_type="text/plain"
+            )
         )
         static.start()
         am_config = {"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}
@@ -194,6 +246,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                         "job_name": "novacron-static",
                         "static_configs": [{"targets": [f"127.0.0.1:{static.port}"]}],
                     },
+                    {"job_name": "novacron-cloud", "static_configs": [{"targets": [cloud.url]}]},
                     {"job_name": "alertmanager", "static_configs": [{"targets": [f"127.0.0.1:{am.port}"]}]},
                     {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{prom_port}"]}]},
                 ]
@@ -212,7 +265,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                     ):
                         prom.wait_for(expr, timeout=60)
                     prom.wait_for("count_over_time(up[1m]) > 5", timeout=30)
-                    yield {"prom": prom, "kvm_vms": kvm_vms}
+                    prom.wait_for('novacron_vm_cpu_utilisation_ratio{vm_id=~"i-.*"}', timeout=60)
+                    yield {"prom": prom, "kvm_vms": kvm_vms, "aws_vms": aws_ids}
         finally:
             static.stop()
 
@@ -242,13 +296,13 @@ def test_vm_detail_for_kvm_and_cloud_vms(stack) -> None:  # type: ignore[no-unty
     kvm = _check(stack["prom"].url, model, {"vm": stack["kvm_vms"][0]})
     # The test driver reports no balloon statistics, so a KVM VM's memory utilisation is the one gap there.
     assert set(kvm) <= {"Memory utilisation"}
-    for _provider, vm_id, *_ in CLOUD_VMS:
-        assert _check(stack["prom"].url, model, {"vm": vm_id}) == {}
+    for vm_id in [stack["aws_vms"][0], *(vm[1] for vm in CLOUD_VMS)]:
+        assert _check(stack["prom"].url, model, {"vm": vm_id}) == {}, vm_id
 
 
 def test_tenant_copies_return_data(stack) -> None:  # type: ignore[no-untyped-def]
     for item in build_all("acme"):
-        overrides = {"vm": CLOUD_VMS[0][1]} if item.model["uid"].startswith("novacron-vm-detail") else {}
+        overrides = {"vm": stack["aws_vms"][0]} if item.model["uid"].startswith("novacron-vm-detail") else {}
         assert _check(stack["prom"].url, item.model, overrides) == {}, item.model["uid"]
 
 
@@ -264,7 +318,7 @@ def test_variable_queries_resolve(stack) -> None:  # type: ignore[no-untyped-def
             query = query.replace('"$host"', '".*"').replace('"$tenant"', '".*"')
             seen[var["name"]] = variable_options(prom, query, var.get("regex", ""), now - 3600, now)
     assert {"aws", "azure", "gcp", "kvm"} <= set(seen["provider"])
-    assert KVM_HOST in seen["host"] and "acme" in seen["tenant"] and "eu-west-1" in seen["region"]
+    assert KVM_HOST in seen["host"] and "acme" in seen["tenant"] and AWS_REGION in seen["region"]
     assert set(stack["kvm_vms"]) <= set(seen["vm"])  # the regex extracts vm_id as the value
     assert "vm-availability" in seen["slo"] and {"host", "vm", "pool"} <= set(seen["kind"])
 
@@ -274,7 +328,9 @@ def test_cli_check(stack, capsys) -> None:  # type: ignore[no-untyped-def]
 
     url = stack["prom"].url
     assert (
-        main(["check", "--prometheus-url", url, "--scrape-interval", "1", "--var", f"vm={CLOUD_VMS[0][1]}"])
+        main(
+            ["check", "--prometheus-url", url, "--scrape-interval", "1", "--var", f"vm={stack['aws_vms'][0]}"]
+        )
         == 0
     )
     assert "novacron-fleet-overview:" in capsys.readouterr().out
