@@ -426,3 +426,47 @@ def build_config(data: Mapping[str, Any]) -> Config:
 def load_config(path: str) -> Config:
     """Read and validate the config file."""
     return build_config(load_yaml_mapping(path, "config.file"))
+
+
+def write_demo_config(directory: Path, prometheus_url: str, tenants: tuple[str, ...] = ()) -> Path:
+    """A ready config for `novacron up`: random tokens in 0600 files beside it, `vm_id` tenancy.
+
+    Writes `admin.token` and one `tenant-<name>.token` per tenant, and `metrics-api.yml` referring to them
+    by `token_file` (the config never holds a token). Returns the config path.
+    """
+    import os
+    import secrets
+
+    import yaml
+
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def token_file(name: str) -> str:
+        path = directory / f"{name}.token"
+        if not path.exists():  # keep tokens across restarts of the stack
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32) + "\n")
+        return str(path)
+
+    tokens: list[dict[str, Any]] = [{"name": "admin", "role": "admin", "token_file": token_file("admin")}]
+    for tenant in tenants:
+        tokens.append(
+            {
+                "name": f"tenant-{tenant}",
+                "role": "viewer",
+                "tenants": [tenant],
+                "token_file": token_file(f"tenant-{tenant}"),
+            }
+        )
+    config = {
+        "prometheus": {"url": prometheus_url},
+        "tenancy": {"mode": "vm_id", "refresh": "15s"},
+        "tokens": tokens,
+        "aggregation": {"rate_interval": "1m"},
+        "audit": {"file": str(directory / "audit.jsonl")},
+    }
+    path = directory / "metrics-api.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    build_config(config)  # what we write must load
+    return path

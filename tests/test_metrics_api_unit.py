@@ -494,3 +494,19 @@ def test_per_token_rate_limit_overrides_the_default() -> None:
             _config(tokens=[{"name": "t", "role": "admin", "sha256": GOOD_SHA, "rate_limit": {"burst": 0}}])
         )
     assert err.value.key == "tokens[0].rate_limit.burst"
+
+
+def test_write_demo_config(tmp_path: Path) -> None:
+    import stat
+
+    from metrics_api.config import load_config, write_demo_config
+
+    path = write_demo_config(tmp_path / "api", "http://127.0.0.1:9090", ("acme", "globex"))
+    cfg = load_config(str(path))
+    assert [t.name for t in cfg.tokens] == ["admin", "tenant-acme", "tenant-globex"]
+    token = (tmp_path / "api" / "tenant-acme.token").read_text().strip()
+    assert token not in path.read_text()
+    assert stat.S_IMODE((tmp_path / "api" / "admin.token").stat().st_mode) == 0o600
+    assert Authenticator(cfg).authenticate(f"Bearer {token}").tenants == ("acme",)
+    write_demo_config(tmp_path / "api", "http://127.0.0.1:9090", ("acme",))  # tokens survive a rewrite
+    assert (tmp_path / "api" / "tenant-acme.token").read_text().strip() == token
