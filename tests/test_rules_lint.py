@@ -190,3 +190,17 @@ def test_cli_lint_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert "[promql/counter]" in out
     assert "[alerts/labels] label priority" in out
+
+
+def test_every_alert_is_documented_and_every_runbook_belongs_to_an_alert() -> None:
+    alerts = {
+        rule["alert"]
+        for path in default_rule_files()
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    runbooks = {p.stem for p in RUNBOOKS_DIR.glob("*.md")}
+    assert runbooks == alerts, f"orphan runbooks {runbooks - alerts}, missing {alerts - runbooks}"
+    doc = (RUNBOOKS_DIR.parent / "rules.md").read_text()
+    assert not [a for a in alerts if f"[`{a}`](runbooks/{a}.md)" not in doc]
