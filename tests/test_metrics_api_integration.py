@@ -482,6 +482,11 @@ def test_vm_summary(env: Env) -> None:
     assert 0 < metrics["cpu_utilisation_ratio"]["avg"] <= metrics["cpu_utilisation_ratio"]["max"] < 0.3
     assert metrics["disk_read_bytes_per_second"]["max"] == pytest.approx(42)
     assert set(metrics["memory_bytes"]) == {"avg", "max", "p95", "last"}
+    # A VM of the real libvirt exporter (per-VM series without a tenant label), by the ?vm_id= form.
+    kvm = next(vm for vm in env.libvirt_vms if vm["tenant"] == "acme")
+    real = env.get("/api/v1/vms/summary", vm_id=kvm["vm_id"], range="10s").get_json()["data"]
+    assert real["vm"]["vm_name"] == kvm["vm_name"]
+    assert real["metrics"]["memory_bytes"]["last"] > 0 and real["metrics"]["vcpus"]["max"] >= 1
     # Another tenant's VM and a missing VM answer alike.
     other, missing = env.get("/api/v1/vms/vm-g1/summary"), env.get("/api/v1/vms/nope/summary")
     assert other.status_code == missing.status_code == 404
