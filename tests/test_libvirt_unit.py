@@ -424,3 +424,37 @@ def test_metadata_changes_show_after_the_refresh_without_a_timeout(tmp_path: Pat
     assert tenant() == before  # cached XML until it is older than the TTL
     time.sleep(0.1)
     assert wait_until(lambda: tenant() == "newco", timeout=5)  # refreshed in the background
+
+
+class _SlowCountingConn:
+    """Counts bulk calls; listing takes a moment so two scrapes overlap."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.bulk_calls = 0
+
+    def listAllDomains(self, flags: int = 0) -> list[Any]:
+        time.sleep(0.3)
+        return list(self.real.listAllDomains(flags))
+
+    def domainListGetStats(self, doms: list[Any], stats: int, flags: int) -> list[Any]:
+        self.bulk_calls += 1
+        return list(self.real.domainListGetStats(doms, stats, flags))
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.real, attr)
+
+
+def test_overlapping_scrapes_share_one_libvirt_round(tmp_path: Path) -> None:
+    conn = _SlowCountingConn(libvirt.openReadOnly(test_driver_fleet(tmp_path, n_domains=5, seed=6)))
+    target = Target("test:///shared", DEFAULT_GROUPS, opener=lambda _uri: conn, parallelism=1)
+    results: list[Snapshot] = []
+    threads = [threading.Thread(target=lambda: results.append(target.scrape(5))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(results) == 3 and all(r.up and len(r.domains) == 5 for r in results)
+    assert conn.bulk_calls == 1
+    target.scrape(5)  # a later scrape asks libvirt again
+    assert conn.bulk_calls == 2

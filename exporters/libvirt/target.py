@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,12 +97,40 @@ class Target:
         self._lock = threading.Lock()
         self._opened_once = False
         self._last_error = ""
+        self._flight: Future[Snapshot] | None = None
+        self._flight_lock = threading.Lock()
 
     def scrape(self, timeout: float) -> Snapshot:
-        """A Snapshot within `timeout` seconds; `up` False when libvirt cannot be reached."""
-        deadline = Deadline(timeout)
+        """A Snapshot within `timeout` seconds; `up` False when libvirt cannot be reached.
+
+        Scrapes that arrive while one is running (a Prometheus HA pair) share its result instead of
+        asking libvirt twice.
+        """
         started = time.monotonic()
         self.last_used = started
+        with self._flight_lock:
+            flight = self._flight
+            leader = flight is None
+            if flight is None:
+                flight = self._flight = Future()
+        if not leader:
+            try:
+                shared: Snapshot = flight.result(timeout=timeout)
+                return shared
+            except TimeoutError:
+                return self._failed("the scrape this one joined did not finish in time", started)
+        try:
+            snapshot = self._scrape(Deadline(timeout), started)
+            flight.set_result(snapshot)
+            return snapshot
+        except BaseException as exc:
+            flight.set_exception(exc)
+            raise
+        finally:
+            with self._flight_lock:
+                self._flight = None
+
+    def _scrape(self, deadline: Deadline, started: float) -> Snapshot:
         if not self._lock.acquire(timeout=deadline.left()):
             return self._failed("another scrape of this target is still running", started)
         try:
