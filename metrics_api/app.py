@@ -22,11 +22,12 @@ from prometheus_client import (
 )
 from werkzeug.exceptions import HTTPException
 
+from exporters.common.config import ConfigError
 from exporters.common.webconfig import WebConfig
 from metrics_api import aggregate, formats
 from metrics_api.audit import AuditLog
 from metrics_api.auth import Authenticator, AuthError, ForbiddenError, Principal
-from metrics_api.config import Config
+from metrics_api.config import Config, load_config
 from metrics_api.params import BadRequest, format_seconds, label_name, parse_duration, parse_int, parse_time
 from metrics_api.promql import (
     Policy,
@@ -111,21 +112,39 @@ class Service:
         audit: AuditLog,
         metrics: Metrics | None = None,
         authenticator: Authenticator | None = None,
+        config_path: str | None = None,
     ) -> None:
-        self.config = config
-        self.limits = config.limits
-        self.prometheus = Prometheus(
+        self.config_path = config_path
+        self._install(config, authenticator or Authenticator(config))
+        self.audit = audit
+        self.metrics = metrics or Metrics()
+
+    def _install(self, config: Config, auth: Authenticator) -> None:
+        prometheus = Prometheus(
             config.prometheus_url,
             config.limits.query_timeout_seconds,
             config.prometheus_bearer_token,
             config.prometheus_ca_file,
         )
-        self.auth = authenticator or Authenticator(config)
+        # Requests read these attributes once each; a request in flight during a reload may mix old and new
+        # limits, never old and new scopes (the scope comes from the principal and policy it already holds).
+        self.config, self.limits, self.auth, self.prometheus = config, config.limits, auth, prometheus
         self.cache = ResultCache(config.cache.ttl_seconds, config.cache.max_entries)
         self._vm_ids = ResultCache(config.tenancy_refresh_seconds, 4096)
         self.rate = RateLimiter(config.rate_limit.requests_per_second, config.rate_limit.burst)
-        self.audit = audit
-        self.metrics = metrics or Metrics()
+
+    def reload_from_file(self) -> Config:
+        """Re-read the config file (SIGHUP or POST /-/reload); on ConfigError nothing changes.
+
+        Tokens, roles, tenancy, limits, cache, rate limits and the upstream change; caches start empty. The
+        audit file stays as started (changing it needs a restart).
+        """
+        if not self.config_path:
+            raise ConfigError("config.file", "the service was started without a config file")
+        config = load_config(self.config_path)
+        self._install(config, Authenticator(config))
+        log.info("configuration reloaded from %s (%d tokens)", self.config_path, len(config.tokens))
+        return config
 
     # -- who, and what they may see -------------------------------------------------------------------------
 
@@ -411,11 +430,14 @@ def create_app(
     web_config: WebConfig | None = None,
     authenticator: Authenticator | None = None,
     telemetry_path: str = "/metrics",
+    config_path: str | None = None,
 ) -> Flask:
     """Build the Flask app; `web_config.users` (bcrypt basic auth) guards the telemetry path only."""
     app = Flask("novacron-metrics-api")
     app.config["MAX_CONTENT_LENGTH"] = 1 << 20
-    service = Service(config, audit or AuditLog(config.audit_file), authenticator=authenticator)
+    service = Service(
+        config, audit or AuditLog(config.audit_file), authenticator=authenticator, config_path=config_path
+    )
     app.extensions["novacron_service"] = service
     web = web_config or WebConfig()
     m = service.metrics
@@ -576,6 +598,20 @@ def create_app(
                 )
         m.cache_entries.set(len(service.cache))
         return Response(generate_latest(m.registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.route("/-/reload", endpoint="reload", methods=["POST"])
+    def reload() -> Response:
+        g.endpoint = "reload"
+        principal = service.principal()
+        g.outcome.query = "reload configuration"
+        if principal.role != "admin":
+            raise ApiError(403, "forbidden", "reloading the configuration needs the admin role")
+        try:
+            config = service.reload_from_file()
+        except ConfigError as err:
+            raise ApiError(400, "bad_data", f"configuration not reloaded: {err}") from None
+        service.audit.write(event="config_reloaded", principal=principal.name, tokens=len(config.tokens))
+        return Response(json.dumps({"status": "success"}), content_type="application/json")
 
     @app.route("/-/healthy", endpoint="healthy")
     def healthy() -> Response:

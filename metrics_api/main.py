@@ -80,7 +80,16 @@ def main(argv: list[str] | None = None) -> int:
         exit_config_error(PROG, ConfigError("web.listen-address", str(err)))
     if not args.telemetry_path.startswith("/") or args.telemetry_path.startswith("/api/"):
         exit_config_error(PROG, ConfigError("web.telemetry-path", "must start with / and not with /api/"))
-    app = create_app(config, web_config=web, telemetry_path=args.telemetry_path)
+    app = create_app(config, web_config=web, telemetry_path=args.telemetry_path, config_path=args.config_file)
+    service = app.extensions["novacron_service"]
+
+    def reload(signum: int, frame: FrameType | None) -> None:
+        try:
+            service.reload_from_file()
+        except ConfigError as err:
+            log.error("configuration not reloaded, keeping the running one: %s", err)
+
+    signal.signal(signal.SIGHUP, reload)
     try:
         server = make_server(
             host, port, app, threaded=True, request_handler=_RequestHandler, ssl_context=web.ssl_context()

@@ -204,3 +204,73 @@ def test_wsgi_entry_point(tmp_path: Path) -> None:
         cwd=Path(__file__).parent.parent,
     )
     assert bad.returncode == 2 and "config.file" in bad.stderr
+
+
+def test_reload_by_api_and_sighup(tmp_path: Path) -> None:
+    """Token rotation: POST /-/reload (admin, audited) and SIGHUP; a bad file changes nothing."""
+    import json
+    import signal
+
+    new_token = "rotated-token-0123456789"
+
+    def write(tokens: list[dict[str, object]], extra: dict[str, object] | None = None) -> None:
+        base = [{"name": "ops", "role": "admin", "sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}]
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "prometheus": {"url": prom.url},
+                    "tokens": base + tokens,
+                    "audit": {"file": str(tmp_path / "audit.jsonl")},
+                    **(extra or {}),
+                }
+            )
+        )
+
+    with start_prometheus(tmp_path, []) as prom:
+        config = tmp_path / "api.yml"
+        write([])
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = ManagedProcess(
+            "metrics-api",
+            [COMMAND, "--config.file", str(config), "--web.listen-address", f"127.0.0.1:{port}"],
+            tmp_path / "api.log",
+            ready_url=f"{url}/-/healthy",
+        )
+
+        def status(token: str) -> int:
+            return requests.get(
+                f"{url}/api/v1/query",
+                params={"query": "vector(1)"},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            ).status_code
+
+        def reload(token: str) -> requests.Response:
+            return requests.post(f"{url}/-/reload", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+        with proc.start():
+            assert status(new_token) == 401
+            write(
+                [
+                    {
+                        "name": "new",
+                        "role": "viewer",
+                        "tenants": ["acme"],
+                        "sha256": hashlib.sha256(new_token.encode()).hexdigest(),
+                    }
+                ]
+            )
+            assert reload(TOKEN).status_code == 200
+            assert status(new_token) == 200
+            assert reload(new_token).status_code == 403  # viewers cannot reload
+            write([], {"limits": {"max_series": -1}})
+            bad = reload(TOKEN)
+            assert bad.status_code == 400 and "limits.max_series" in bad.json()["error"]
+            assert status(new_token) == 200  # the running config is kept
+            write([])
+            assert proc.proc is not None
+            proc.proc.send_signal(signal.SIGHUP)
+            assert wait_until(lambda: status(new_token) == 401, 10)
+        records = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert any(r.get("event") == "config_reloaded" and r["principal"] == "ops" for r in records)
