@@ -1,4 +1,4 @@
-"""`novacron rules slo` (generate SLO burn-rate rules from the spec) and `novacron rules lint` (the rule linter)."""
+"""`novacron rules slo` (SLO burn-rate rules from the spec) and `novacron rules lint` (the rule linter)."""
 
 from __future__ import annotations
 
@@ -75,9 +75,8 @@ def cmd_slo(args: argparse.Namespace) -> int:
         print(f"{_rel(args.output)} is out of date: run `novacron rules slo`", file=sys.stderr)
         return 1
     args.output.write_text(text)
-    print(
-        f"wrote {_rel(args.output)} ({text.count('- alert:')} alerts, {text.count('- record:')} recording rules)"
-    )
+    alerts, records = text.count("- alert:"), text.count("- record:")
+    print(f"wrote {_rel(args.output)} ({alerts} alerts, {records} recording rules)")
     return 0
 
 
