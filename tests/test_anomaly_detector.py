@@ -105,3 +105,14 @@ def test_nan_points_are_skipped_and_scores_stay_in_unit_interval() -> None:
     outs = run(pts)
     assert outs[400].score == 0.0
     assert all(0.0 <= o.score <= 1.0 for o in outs)
+
+
+def test_weekly_pattern_is_learned_after_two_weeks() -> None:
+    pts = seasonal(22, seed=8)  # weekdays and a 30 % lower weekend
+    outs = run(pts)
+    alarms = [i / DAY_POINTS for i, o in enumerate(outs) if o.alarm]
+    # the first weekend is new behaviour; later weekends are expected ones
+    assert all(day < 7 for day in alarms), alarms
+    weekend3 = range(19 * DAY_POINTS, 21 * DAY_POINTS)
+    inside = sum(outs[i].lower <= pts[i][1] <= outs[i].upper for i in weekend3)
+    assert inside / len(weekend3) > 0.95

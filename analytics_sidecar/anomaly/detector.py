@@ -26,9 +26,9 @@ LOG_LIKELIHOOD_DENOM = math.log(1.0 - 0.9999999999)
 class DetectorParams:
     """General parameters, fixed before any scoring (never tuned per series)."""
 
-    window: int = 256  # rolling median / MAD window (points)
+    window: int = 512  # rolling median / MAD window (points)
     mad_every: int = 8  # recompute the MAD every N points (it needs a second sort)
-    ewma_alpha: float = 0.05
+    ewma_alpha: float = 0.1
     season_buckets: int = 48  # phase buckets per day and per week period
     season_alpha: float = 0.1
     season_min_periods: int = 2
@@ -38,7 +38,7 @@ class DetectorParams:
     hst_trees: int = 10
     hst_height: int = 6
     hst_window: int = 128
-    z_scale: float = 3.0  # surprise z of z_offset + z_scale maps to raw ≈ 0.63
+    z_scale: float = 5.0  # surprise z of z_offset + z_scale maps to raw ≈ 0.63
     z_offset: float = 2.5  # surprises below this many robust sigmas count as nothing
     short_window: int = 10  # likelihood: mean of the recent raw scores ...
     history: int = 2000  # ... against this many past raw scores
