@@ -118,23 +118,27 @@ def build_parser() -> argparse.ArgumentParser:
     for group in ALL_GROUPS:
         flags = parser.add_mutually_exclusive_group()
         flags.add_argument(
-            f"--collector.{group}", dest=f"collector_{group}", action="store_true", default=None
+            f"--collector.{group}",
+            dest=f"collector_{group}",
+            action="store_true",
+            default=None,
+            help=f"enable the {group} collector, --no-collector.{group} disables it "
+            f"(default: {'off' if group in DEFAULT_OFF else 'on'})",
         )
-        flags.add_argument(f"--no-collector.{group}", dest=f"collector_{group}", action="store_false")
+        flags.add_argument(
+            f"--no-collector.{group}", dest=f"collector_{group}", action="store_false", help=argparse.SUPPRESS
+        )
     return parser
+
+
+def _enabled(args: argparse.Namespace, group: str) -> bool:
+    flag = getattr(args, f"collector_{group}")
+    return group not in DEFAULT_OFF if flag is None else bool(flag)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """Validate flags into Settings; raises ConfigError naming the flag."""
-    groups = frozenset(
-        g
-        for g in ALL_GROUPS
-        if (
-            getattr(args, f"collector_{g}")
-            if getattr(args, f"collector_{g}") is not None
-            else g not in DEFAULT_OFF
-        )
-    )
+    groups = frozenset(g for g in ALL_GROUPS if _enabled(args, g))
     try:
         pattern = re.compile(args.probe_pattern)
     except re.error as exc:
