@@ -628,7 +628,12 @@ def _expression(draw: st.DrawFn) -> str:
     return query + draw(st.sampled_from(["", "", "", ")", "[", "}", " or", "\x00", '"', "{"]))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(query=st.one_of(_expression(), st.text(max_size=60)))
 def test_fuzz_never_500_never_leaks(env: Env, query: str) -> None:
     resp = env.query(query)
@@ -740,7 +745,12 @@ _REST_VALUES = st.one_of(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(path=_REST_PATHS, params=st.dictionaries(_REST_KEYS, _REST_VALUES, max_size=5))
 def test_fuzz_rest_parameters_never_500_never_leak(env: Env, path: str, params: dict[str, str]) -> None:
     resp = env.get(path, **params)
