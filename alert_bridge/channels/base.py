@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import html
+import threading
 from dataclasses import dataclass
 from typing import Any
+
+import requests
 
 from alert_bridge.config import ChannelConfig
 
@@ -36,6 +39,15 @@ class Channel:
     def __init__(self, config: ChannelConfig) -> None:
         self.config = config
         self.name = config.name
+        self._local = threading.local()
+
+    @property
+    def http(self) -> requests.Session:
+        """A keep-alive HTTP session per delivery thread (requests sessions are not thread-safe)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
 
     def send(self, message: Message) -> None:
         raise NotImplementedError

@@ -19,7 +19,7 @@ class SmsChannel(Channel):
         body = f"{message.subject}\n{message.payload.get('url', '')}".strip()[:MAX_BODY]
         for to in recipients:
             try:
-                resp = requests.post(
+                resp = self.http.post(
                     url,
                     data={"To": to, "From": opts["from"], "Body": body},
                     auth=(opts["account_sid"], self.config.secret or ""),

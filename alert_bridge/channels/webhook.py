@@ -52,7 +52,9 @@ class WebhookChannel(Channel):
         if self.config.secret:
             headers["webhook-signature"] = sign(self.config.secret, message.key, ts, body)
         try:
-            resp = requests.post(opts["url"], data=body, headers=headers, timeout=self.config.timeout_seconds)
+            resp = self.http.post(
+                opts["url"], data=body, headers=headers, timeout=self.config.timeout_seconds
+            )
         except requests.RequestException as exc:
             raise DeliveryError(f"webhook: {type(exc).__name__}") from None
         if 200 <= resp.status_code < 300:
