@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -218,7 +219,7 @@ def parse_config(data: Mapping[str, Any]) -> BridgeConfig:
 # --- sections ------------------------------------------------------------------------------------------
 
 _EMAIL_KEYS = {"type", "smtp", "from", "to", "subject_prefix", "timeout_seconds"}
-_SMTP_KEYS = {"host", "port", "starttls", "ssl", "username", "password_env", "password_file"}
+_SMTP_KEYS = {"host", "port", "starttls", "ssl", "username", "password_env", "password_file", "ca_file"}
 _WEBHOOK_KEYS = {"type", "url", "secret_env", "secret_file", "timeout_seconds", "headers"}
 _SMS_KEYS = {
     "type",
@@ -275,11 +276,21 @@ def _email(name: str, raw: Mapping[str, Any], key: str, timeout: float) -> Chann
         "starttls": _bool(smtp, "starttls", f"{key}.smtp.starttls", False),
         "ssl": _bool(smtp, "ssl", f"{key}.smtp.ssl", False),
         "username": username,
+        "ca_file": _ca_file(smtp, f"{key}.smtp.ca_file"),
         "from": sender,
         "to": tuple(to),
         "subject_prefix": _str(raw, "subject_prefix", f"{key}.subject_prefix", "[NovaCron]"),
     }
     return ChannelConfig(name, "email", options, password, timeout)
+
+
+def _ca_file(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get("ca_file")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not Path(value).is_file():
+        raise ConfigError(key, f"must name a readable CA bundle file (got {value!r})")
+    return value
 
 
 def _webhook(name: str, raw: Mapping[str, Any], key: str, timeout: float) -> ChannelConfig:

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +33,10 @@ from stack.processes import ManagedProcess, free_port, wait_until  # noqa: E402
 from tests.harness.postgres import Postgres  # noqa: E402
 
 
+class _KeepAlive(WSGIRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a production receiver would
+
+
 class Receiver:
     """Webhook sink: records when each alert's notification arrived."""
 
@@ -40,7 +44,7 @@ class Receiver:
         self.arrived: dict[str, float] = {}
         self.lock = threading.Lock()
         self.port = free_port()
-        self.server = make_server("127.0.0.1", self.port, self, threaded=True)
+        self.server = make_server("127.0.0.1", self.port, self, threaded=True, request_handler=_KeepAlive)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def __call__(self, environ, start_response):  # type: ignore[no-untyped-def]

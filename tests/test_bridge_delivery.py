@@ -7,6 +7,8 @@ import base64
 import hashlib
 import hmac
 import json
+import ssl
+import subprocess
 import threading
 import time
 
@@ -14,6 +16,7 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from alert_bridge.testing import alert, base_config, inprocess_bridge, payload, wait
+from tests.harness import start_smtp
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -238,3 +241,62 @@ def test_storm_sends_one_summary(httpserver, sqlite_url):
         inc = next(i for i in incidents if i["alertCount"] == 30)
         assert len(b.admin.get(f"/api/v1/incidents/{inc['id']}").json()["alerts"]) == 30
         assert b.admin.post(f"/api/v1/incidents/{inc['id']}/notes", {"text": "rack power"}).status_code == 201
+
+
+def _self_signed(tmp_path):
+    cert, key = tmp_path / "smtp.crt", tmp_path / "smtp.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def test_email_starttls_and_auth_with_password_file(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    password = tmp_path / "smtp.password"
+    password.write_text("s3cret\n")
+    with start_smtp(tls_context=server_ctx, credentials=("bridge", "s3cret")) as smtp:
+        smtp_cfg = {
+            "host": smtp.host,
+            "port": smtp.port,
+            "starttls": True,
+            "username": "bridge",
+            "password_file": str(password),
+            "ca_file": str(cert),
+        }
+        channels = {
+            "email": {"smtp": smtp_cfg, "from": "bridge@example.org", "to": ["ops@example.org"]},
+        }
+        with inprocess_bridge(base_config(channels=channels), f"sqlite:///{tmp_path / 'b.db'}") as b:
+            b.hook.post(
+                "/webhook/alertmanager", payload([alert("TlsCheck", host="kvm-7", severity="critical")])
+            )
+            mail = smtp.wait_for(lambda m: "TlsCheck" in m["Subject"])
+            assert (
+                mail.get_body(("html",)) is not None
+                and "host=kvm-7" in mail.get_body(("plain",)).get_content()
+            )
+            assert len(smtp.messages) == 1
+            [sent] = b.admin.get("/api/v1/deliveries", params={"channel": "email"}).json()
+            assert sent["status"] == "delivered" and sent["log"][0]["result"] == "delivered"

@@ -38,7 +38,7 @@ class EmailChannel(Channel):
 
     def _deliver(self, mail: EmailMessage, recipients: list[str]) -> None:
         opts = self.config.options
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=opts.get("ca_file"))
         timeout = self.config.timeout_seconds
         smtp: smtplib.SMTP
         if opts["ssl"]:
