@@ -221,6 +221,9 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op("Create a token (shown once)", "admin", body="Token", ok="201"),
             },
             "/api/v1/tokens/{id}": {"delete": _op("Revoke a token", "admin", alert_id)},
+            "/api/v1/ui-links": {
+                "post": _op("A signed web UI sign-in link, valid 120 s", "viewer", ok="201")
+            },
             "/healthz": {"get": _op("Health (store reachable)", None)},
             "/metrics": {
                 "get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "exposition"}}}

@@ -115,6 +115,28 @@ def test_webhook_rejects_without_changing_state(tmp_path):
         assert b.hook.get("/api/v1/alerts").status_code == 403  # the webhook role cannot read
         assert Client(b.url, viewer).post(f"/api/v1/alerts/{before[0]['id']}/ack", {}).status_code == 403
         assert b.admin.get("/healthz").json() == {"status": "ok"}
+        # Revocation takes effect at once on this replica.
+        token_id = next(t["id"] for t in b.admin.get("/api/v1/tokens").json() if t["name"] == "v")
+        assert b.admin.delete(f"/api/v1/tokens/{token_id}").status_code == 200
+        assert Client(b.url, viewer).get("/api/v1/alerts").status_code == 401
+        assert any(a["action"] == "token:revoked" for a in b.admin.get("/api/v1/audit").json())
+
+
+def test_openapi_describes_every_api_route(tmp_path):
+    with inprocess_bridge(base_config(), f"sqlite:///{tmp_path / 'b.db'}", worker=False) as b:
+        spec = b.admin.get("/openapi.json").json()
+        for rule in b.app.url_map.iter_rules():
+            path = rule.rule.replace("<int:", "<").replace("<", "{").replace(">", "}")
+            path = (
+                path.replace("{alert_id}", "{id}")
+                .replace("{incident_id}", "{id}")
+                .replace("{outbox_id}", "{id}")
+            )
+            path = path.replace("{token_id}", "{id}").replace("{silence_id}", "{id}")
+            if path.startswith("/api/") or path in ("/webhook/alertmanager", "/healthz"):
+                assert path in spec["paths"], path
+                for method in rule.methods - {"HEAD", "OPTIONS"}:
+                    assert method.lower() in spec["paths"][path], (method, path)
 
 
 def test_lease_expiry_and_metrics(tmp_path):
