@@ -32,43 +32,44 @@ STEP = 300
 
 
 def write_history(path: Path, n_vms: int, days: int, end: float, trace_dir: str) -> int:
+    """VM i replays trace VM i mod 100 (the value text is formatted once per trace VM and reused)."""
     traces = list(read_trace(trace_dir))
     ts = np.arange(end - days * 86400, end + 1, STEP, dtype=float)
     hourly = ts[:: 3600 // STEP]
-    rng = np.random.default_rng(0)
+    suffix: dict[tuple[int, str], list[str]] = {}
+    for k, tr in enumerate(traces):
+        # The trace's last `days` days, on this grid.
+        idx = np.clip(np.searchsorted(tr.t, tr.t[-1] - (end - ts)), 0, tr.t.size - 1)
+        cpu = np.clip(tr.cpu_mhz[idx] / np.maximum(tr.capacity_mhz[idx], 1), 0, 1)
+        mem = np.clip(tr.mem_kb[idx] / np.maximum(tr.mem_capacity_kb[idx], 1), 0, 1)
+        suffix[(k, "cpu")] = [f" {v:.5g} {int(t)}" for t, v in zip(ts, cpu, strict=True)]
+        suffix[(k, "mem")] = [f" {v:.5g} {int(t)}" for t, v in zip(ts, mem, strict=True)]
+        suffix[(k, "vcpus")] = [f" {max(1.0, tr.cores[-1]):g} {int(t)}" for t in hourly]
+        suffix[(k, "membytes")] = [f" {max(1.0, tr.mem_capacity_kb[-1]) * 1024:g} {int(t)}" for t in hourly]
+    suffix[(-1, "one")] = [f" 1 {int(t)}" for t in hourly]
+    families = (
+        ("novacron_vm_cpu_utilisation_ratio", "cpu"),
+        ("novacron_vm_memory_utilisation_ratio", "mem"),
+        ("novacron_vm_info", "one"),
+        ("novacron_vm_vcpus", "vcpus"),
+        ("novacron_vm_memory_bytes", "membytes"),
+    )
     samples = 0
     with path.open("w") as fh:
-        for name, kind in (
-            ("novacron_vm_cpu_utilisation_ratio", "gauge"),
-            ("novacron_vm_memory_utilisation_ratio", "gauge"),
-            ("novacron_vm_info", "gauge"),
-            ("novacron_vm_vcpus", "gauge"),
-            ("novacron_vm_memory_bytes", "gauge"),
-        ):
-            fh.write(f"# TYPE {name} {kind}\n")
+        for name, kind in families:
+            fh.write(f"# TYPE {name} gauge\n")
             for i in range(n_vms):
-                tr = traces[i % len(traces)]
                 vm = f"vm-{i:05d}"
-                if name == "novacron_vm_info":
-                    lab = f'vm_id="{vm}",provider="kvm",host="kvm-{i // 40:03d}",tenant="t{i % 17}"'
-                    times, vals = hourly, np.ones(hourly.size)
-                elif name == "novacron_vm_vcpus":
-                    lab, times, vals = f'vm_id="{vm}"', hourly, np.full(hourly.size, max(1.0, tr.cores[-1]))
-                elif name == "novacron_vm_memory_bytes":
-                    lab, times = f'vm_id="{vm}"', hourly
-                    vals = np.full(hourly.size, max(1.0, tr.mem_capacity_kb[-1]) * 1024)
-                else:
-                    lab, times = f'vm_id="{vm}"', ts
-                    src = (
-                        tr.cpu_mhz / np.maximum(tr.capacity_mhz, 1)
-                        if "cpu" in name
-                        else (tr.mem_kb / np.maximum(tr.mem_capacity_kb, 1))
+                if kind == "one":
+                    prefix = (
+                        f'{name}{{vm_id="{vm}",provider="kvm",host="kvm-{i // 40:03d}",tenant="t{i % 17}"}}'
                     )
-                    # The trace's last `days` days, on this grid, scaled a little per VM.
-                    idx = np.clip(np.searchsorted(tr.t, tr.t[-1] - (end - ts)), 0, tr.t.size - 1)
-                    vals = np.clip(src[idx] * rng.uniform(0.8, 1.2), 0, 1)
-                fh.writelines(f"{name}{{{lab}}} {v:.5g} {int(t)}\n" for t, v in zip(times, vals, strict=True))
-                samples += times.size
+                    lines = suffix[(-1, kind)]
+                else:
+                    prefix = f'{name}{{vm_id="{vm}"}}'
+                    lines = suffix[(i % len(traces), kind)]
+                fh.write("\n".join(prefix + s for s in lines) + "\n")
+                samples += len(lines)
         fh.write("# EOF\n")
     return samples
 
