@@ -434,20 +434,15 @@ def write_demo_config(directory: Path, prometheus_url: str, tenants: tuple[str, 
     Writes `admin.token` and one `tenant-<name>.token` per tenant, and `metrics-api.yml` referring to them
     by `token_file` (the config never holds a token). Returns the config path.
     """
-    import os
-    import secrets
-
     import yaml
+
+    from exporters.common.config import ensure_secret_file
 
     directory.mkdir(parents=True, exist_ok=True)
 
     def token_file(name: str) -> str:
-        path = directory / f"{name}.token"
-        if not path.exists():  # keep tokens across restarts of the stack
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(32) + "\n")
-        return str(path)
+        # Kept across restarts of the stack, so clients keep working.
+        return str(ensure_secret_file(directory / f"{name}.token"))
 
     tokens: list[dict[str, Any]] = [{"name": "admin", "role": "admin", "token_file": token_file("admin")}]
     for tenant in tenants:

@@ -27,6 +27,9 @@ class StackConfig:
     demo_hosts: int
     demo_vms_per_host: int
     demo_shutoff_every: int
+    metrics_api_enabled: bool
+    metrics_api_tenants: tuple[str, ...]
+    cloud_config_file: str
     smtp_host: str
     smtp_port: int
     email_from: str
@@ -63,15 +66,32 @@ def _duration(data: Mapping[str, Any], key: str, where: str = "") -> str:
     return value
 
 
+def _check_port_overlap(ports: Mapping[str, int], libvirt: Mapping[str, Any]) -> None:
+    """The libvirt exporters take consecutive ports from ports.libvirt_exporter: nothing else may."""
+    exporters = 1 + int(libvirt["demo_hosts"])  # the system URI may take one more
+    taken = {f"libvirt_exporter+{i}": ports["libvirt_exporter"] + i for i in range(exporters)}
+    for name, port in ports.items():
+        if name == "libvirt_exporter":
+            continue
+        clash = [k for k, p in taken.items() if p == port]
+        if clash:
+            raise ConfigError(f"ports.{name}", f"{port} is taken by the libvirt exporters ({clash[0]})")
+        taken[name] = port
+
+
 def load_stack_config(path: str | None, state_dir: str | None = None) -> StackConfig:
     """Defaults, then the file at `path`, then `--state-dir`; every error names its key."""
     raw = _merge(yaml.safe_load(DEFAULTS_PATH.read_text()), load_yaml_mapping(path) if path else {})
     ports = raw["ports"]
     for name in ports:
         _int(ports, name, "ports.", 1, 65535)
-    lv, br, an = raw["libvirt"], raw["bridge"], raw["analytics"]
+    lv, br, an, ma = raw["libvirt"], raw["bridge"], raw["analytics"], raw["metrics_api"]
     if lv["system_uri"] not in ("auto", "off") and "://" not in str(lv["system_uri"]):
         raise ConfigError("libvirt.system_uri", "must be auto, off or a libvirt URI")
+    _int(lv, "demo_hosts", "libvirt.", 0, 50)
+    _check_port_overlap(ports, lv)
+    if raw["cloud"]["config_file"] and not Path(str(raw["cloud"]["config_file"])).is_file():
+        raise ConfigError("cloud.config_file", f"no such file: {raw['cloud']['config_file']}")
     return StackConfig(
         state_dir=Path(state_dir or raw["state_dir"]).resolve(),
         listen_host=str(raw["listen_host"]),
@@ -82,6 +102,9 @@ def load_stack_config(path: str | None, state_dir: str | None = None) -> StackCo
         demo_hosts=_int(lv, "demo_hosts", "libvirt.", 0, 50),
         demo_vms_per_host=_int(lv, "demo_vms_per_host", "libvirt.", 1, 10000),
         demo_shutoff_every=_int(lv, "demo_shutoff_every", "libvirt.", 0, 10000),
+        metrics_api_enabled=bool(ma["enabled"]),
+        metrics_api_tenants=tuple(str(t) for t in (ma["tenants"] or [])),
+        cloud_config_file=str(raw["cloud"]["config_file"] or ""),
         smtp_host=str(br["smtp_host"] or ""),
         smtp_port=_int(br, "smtp_port", "bridge.", 1, 65535),
         email_from=str(br["email_from"]),

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from exporters.common.config import ensure_secret_file
 from stack.config import StackConfig
 from stack.fleet import write_fleet
 from stack.servers import prometheus_config
@@ -62,13 +61,7 @@ def libvirtd_answers(uri: str = "qemu:///system") -> bool:
 
 def _secret_file(state: Path, name: str) -> Path:
     """A random token in state/secrets/, created once with mode 0600 and reused on the next run."""
-    path = state / "secrets" / name
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32))
-    return path
+    return ensure_secret_file(state / "secrets" / name)
 
 
 def _libvirt_services(cfg: StackConfig, host: str) -> tuple[list[Service], list[str]]:
@@ -143,15 +136,6 @@ def rule_files() -> list[Path]:
     return sorted(p for p in RULES_DIR.glob("*.yml") if not p.name.startswith("alertmanager"))
 
 
-def analytics_available() -> bool:
-    from analytics_sidecar.main import SUBCOMMAND_MODULES
-
-    return (
-        any(m.endswith(".serve") for m in SUBCOMMAND_MODULES)
-        and importlib.util.find_spec("analytics_sidecar.serve") is not None
-    )
-
-
 def plan_stack(cfg: StackConfig) -> StackPlan:
     """Write every generated file under the state folder and return the processes to start."""
     state, host = cfg.state_dir, cfg.listen_host
@@ -183,7 +167,7 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
         )
     )
 
-    if cfg.analytics_enabled and analytics_available():
+    if cfg.analytics_enabled:
         services.append(
             Service(
                 name="analytics",
@@ -200,8 +184,24 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
                 description="analytics sidecar",
             )
         )
-    elif cfg.analytics_enabled:
-        notes.append("analytics sidecar not available in this build: skipped")
+
+    if cfg.metrics_api_enabled:
+        services.append(_metrics_api_service(cfg, state, urls["prometheus"]))
+    if cfg.cloud_config_file:
+        port = cfg.ports["cloud_exporter"]
+        services.append(
+            Service(
+                name="cloud-exporter",
+                port=port,
+                scrape_job="cloud",
+                argv=[
+                    _bin("novacron-cloud-exporter"),
+                    f"--config.file={cfg.cloud_config_file}",
+                    f"--web.listen-address={host}:{port}",
+                ],
+                description="cloud exporter",
+            )
+        )
 
     am_dir = state / "alertmanager"
     am_dir.mkdir(exist_ok=True)
@@ -265,6 +265,25 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
     if cfg.grafana_provisioning:
         notes.append(_write_grafana_provisioning(state / "grafana", urls))
     return StackPlan(services, urls, notes)
+
+
+def _metrics_api_service(cfg: StackConfig, state: Path, prometheus_url: str) -> Service:
+    from metrics_api.config import write_demo_config
+
+    config = write_demo_config(state / "metrics-api", prometheus_url, cfg.metrics_api_tenants)
+    port = cfg.ports["metrics_api"]
+    return Service(
+        name="metrics-api",
+        port=port,
+        scrape_job="metrics-api",
+        ready_path="/-/healthy",
+        argv=[
+            _bin("novacron-metrics-api"),
+            f"--config.file={config}",
+            f"--web.listen-address={cfg.listen_host}:{port}",
+        ],
+        description=f"metrics API (tokens in {state / 'metrics-api'})",
+    )
 
 
 def _write_grafana_provisioning(out: Path, urls: dict[str, str]) -> str:

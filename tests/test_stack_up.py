@@ -17,7 +17,8 @@ NOVACRON = [sys.executable, "-m", "stack.cli"]
 
 
 def _ports() -> dict[str, int]:
-    base = {n: free_port() for n in ("prometheus", "alertmanager", "alert_bridge", "analytics")}
+    names = ("prometheus", "alertmanager", "alert_bridge", "analytics", "metrics_api", "cloud_exporter")
+    base = {n: free_port() for n in names}
     # The demo hosts take consecutive ports from libvirt_exporter on: find a free run of three.
     while True:
         start = free_port()
@@ -63,7 +64,14 @@ def test_up_brings_every_target_up_then_down_stops_everything(tmp_path: Path) ->
                 break
             time.sleep(1)
         jobs = {t["labels"]["job"] for t in targets}  # type: ignore[index]
-        assert {"prometheus", "libvirt", "alert-bridge", "alertmanager"} <= jobs, targets
+        assert {
+            "prometheus",
+            "libvirt",
+            "alert-bridge",
+            "alertmanager",
+            "analytics",
+            "metrics-api",
+        } <= jobs, targets
         assert all(t["health"] == "up" for t in targets), [(t["scrapeUrl"], t["lastError"]) for t in targets]
         status = subprocess.run([*base, "status"], capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout

@@ -64,3 +64,16 @@ def read_secret(env: str | None = None, file: str | None = None, key: str = "sec
         except OSError as exc:
             raise ConfigError(key, f"cannot read secret file {file}: {exc.strerror}") from None
     return None
+
+
+def ensure_secret_file(path: Path) -> Path:
+    """A random token in `path`, created once with mode 0600 (its folder 0700) and kept across restarts."""
+    import os
+    import secrets
+
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    return path
