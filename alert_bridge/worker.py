@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from alert_bridge.channels import Channel, DeliveryError, render_message
 from alert_bridge.db import deliveries, outbox
@@ -21,6 +21,8 @@ from alert_bridge.payload import PayloadError, parse_api_alert
 from alert_bridge.service import Bridge, StorageUnavailable
 
 log = logging.getLogger(__name__)
+
+_UPDATE_OUTBOX = outbox.update().where(outbox.c.id == bindparam("_id"))
 
 
 @dataclass
@@ -249,8 +251,12 @@ class Worker:
         for tries in range(5):
             try:
                 with self.bridge.db.write() as conn:
+                    # One executemany per shape of update (delivered / retry / dead / deferred).
+                    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
                     for outbox_id, values in updates:
-                        conn.execute(update(outbox).where(outbox.c.id == outbox_id).values(**values))
+                        shapes.setdefault(tuple(sorted(values)), []).append({**values, "_id": outbox_id})
+                    for params in shapes.values():
+                        conn.execute(_UPDATE_OUTBOX, params)
                     if attempts:
                         conn.execute(deliveries.insert(), attempts)
                 break
