@@ -20,6 +20,7 @@ from dashboards.sdk import (
 
 CPU = "vm:novacron_vm_cpu_utilisation:ratio"
 RECOMMENDED = 'novacron_vm_recommended_vcpus{risk="balanced"}'
+SAVINGS = "novacron_vm_potential_savings_per_month"
 # Pre-aggregated per (provider, region, host, tenant) by dashboards/rules/dashboards.rules.yml.
 FORECAST_1D = "provider_region_host_tenant_bound:novacron_vm_cpu_forecast_cores:sum1d"
 CLASSES = "provider_region_host_tenant_class:novacron_vm_workload_class:count"
@@ -85,10 +86,10 @@ def analytics() -> Board:
     )
     board.add(
         table_panel(
-            "Recommendations",
-            "Recommended vCPUs per VM (balanced risk); click a VM for its detail.",
-            "short",
-            Query(by_vm(RECOMMENDED, "vm_name, host, tenant"), instant=True, table=True),
+            "Top 50 savings",
+            "VMs whose right-sizing saves most per month (balanced risk); click a VM for its detail.",
+            "currencyUSD",
+            Query(f"topk(50, {by_vm(SAVINGS, 'vm_name, host, tenant')})", instant=True, table=True),
             links=[vm_link()],
         ),
         w=12,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dashboards.sdk import (
     VM_FILTER,
-    VM_INFO,
     Board,
     Query,
     fleet_variables,
@@ -96,7 +95,7 @@ def cloud() -> Board:
             "Monthly cost per tenant and provider.",
             "currencyUSD",
             Query(
-                f"sum by(tenant, provider) ({COST} * on(vm_id) group_left(tenant, provider) {VM_INFO})",
+                f"sum by(tenant, provider) ({COST_SUM}{{{VM_FILTER}}})",
                 instant=True,
                 table=True,
             ),
