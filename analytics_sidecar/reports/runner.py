@@ -21,7 +21,16 @@ log = logging.getLogger(__name__)
 
 
 class ReportMetrics:
-    """Self-metrics of the report scheduler, served on its /metrics."""
+    """Self-metrics of the report scheduler, served on its /metrics.
+
+    Sample output:
+
+        novacron_report_runs_total{report="weekly-fleet",result="success"} 12.0
+        novacron_report_emails_total{report="weekly-fleet",result="sent"} 12.0
+        novacron_report_last_success_timestamp_seconds{report="weekly-fleet"} 1.7641e+09
+        novacron_report_duration_seconds{report="weekly-fleet"} 4.2
+        novacron_report_next_run_timestamp_seconds{report="weekly-fleet"} 1.7646e+09
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.runs = Counter(
