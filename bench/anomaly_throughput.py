@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import random
 import time
 from pathlib import Path
@@ -21,7 +22,10 @@ from analytics_sidecar.anomaly.detector import AnomalyDetector
 from analytics_sidecar.anomaly.engine import AnomalyEngine, SeriesKey
 from analytics_sidecar.anomaly.nab_score import parse_time
 
-NAB_FILE = Path("/work/shared/data/nab/data/realTweets/Twitter_volume_AAPL.csv")
+NAB_DIR = Path(
+    os.environ.get("NOVACRON_NAB_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "nab")
+)
+NAB_FILE = NAB_DIR / "data" / "realTweets" / "Twitter_volume_AAPL.csv"
 GOAL = 10_000.0
 
 

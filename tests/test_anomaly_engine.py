@@ -166,24 +166,24 @@ def test_ended_episodes_before_since_are_left_out() -> None:
 
 
 @pytest.fixture
-def client():
+def app() -> Flask:
     app = Flask("test")
     app.register_blueprint(anomaly_api)
     return app
 
 
-def test_api_503_without_engine(client) -> None:
-    resp = client.test_client().get("/api/v1/anomalies/incidents")
+def test_api_503_without_engine(app: Flask) -> None:
+    resp = app.test_client().get("/api/v1/anomalies/incidents")
     assert resp.status_code == 503 and resp.get_json()["status"] == "error"
 
 
-def test_api_lists_incidents_and_rejects_bad_parameters(client) -> None:
+def test_api_lists_incidents_and_rejects_bad_parameters(app: Flask) -> None:
     engine = AnomalyEngine()
     host = state("kvm-a", "host", "kvm-a", "", T0 + 100 * STEP, ramp(200, 100, 1))
     vm1 = state("vm-1", "vm", "kvm-a", "t1", T0 + 102 * STEP, ramp(200, 102, 2))
     engine._series = {s.key.ident: s for s in (host, vm1)}
-    init_anomaly_api(client, engine, clock=lambda: T0 + 200 * STEP)
-    http = client.test_client()
+    init_anomaly_api(app, engine, clock=lambda: T0 + 200 * STEP)
+    http = app.test_client()
     body = http.get("/api/v1/anomalies/incidents?since=3600").get_json()
     [incident] = body["data"]["incidents"]
     assert incident["likely_cause"]["vm_id"] == "kvm-a"

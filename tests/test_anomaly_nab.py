@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,10 @@ import pytest
 from analytics_sidecar.anomaly import nab_score
 from analytics_sidecar.main import main
 
-NAB = Path("/work/shared/data/nab")
+# The shared data folder sits beside the checkout (../shared/data/nab), or where NOVACRON_NAB_DIR says.
+NAB = Path(
+    os.environ.get("NOVACRON_NAB_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "nab")
+)
 WINDOWS = NAB / "labels" / "combined_windows.json"
 PROFILES = NAB / "config" / "profiles.json"
 

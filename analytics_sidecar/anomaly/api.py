@@ -71,7 +71,8 @@ def incidents() -> tuple[Response, int] | Response:
         min_score = _float_arg("min_score", 0.0, 0.0, 1.0)
     except BadRequest as exc:
         return _error(400, str(exc))
-    found = find_incidents(engine.series(), since=clock() - since, gap=gap, min_peak=min_score)
+    with engine.lock:  # the sidecar's cycle appends to episodes and traces concurrently
+        found = find_incidents(engine.series(), since=clock() - since, gap=gap, min_peak=min_score)
     wanted = {k: v for k in ("host", "tenant", "vm_id") if (v := request.args.get(k))}
     out = [inc.to_json() for inc in found]
     if wanted:

@@ -38,6 +38,8 @@ class DetectorParams:
     hst_trees: int = 10
     hst_height: int = 6
     hst_window: int = 128
+    hst_standardise: bool = False  # score the trees in robust sigmas of their own recent scores
+    hst_lags: int = 0  # previous points (squashed robust z) given to the trees as a shape
     z_scale: float = 5.0  # surprise z of z_offset + z_scale maps to raw ≈ 0.63
     z_offset: float = 2.5  # surprises below this many robust sigmas count as nothing
     short_window: int = 10  # likelihood: mean of the recent raw scores ...
@@ -200,10 +202,13 @@ class AnomalyDetector:
         self.hst = river_anomaly.HalfSpaceTrees(
             n_trees=p.hst_trees, height=p.hst_height, window_size=p.hst_window, seed=p.seed
         )
+        self.hst_roll = _Rolling(p.window, p.mad_every)
         self.likelihood = {k: _Likelihood(p.short_window, p.history, p.learning) for k in p.use}
         self.n = 0
         self.last_t: float | None = None
         self.last_x: float | None = None
+        # Pre-filled: the trees fix their feature set from the first sample they see.
+        self.lags: deque[float] = deque([0.5] * p.hst_lags, maxlen=p.hst_lags)
         self.quiet = 0  # points left in the suppression window
 
     def update(self, t: float, x: float) -> Output:
@@ -275,11 +280,23 @@ class AnomalyDetector:
                 parts["s"] = abs(x - mean) / dev
                 upper, lower = mean + p.band_k * dev, mean - p.band_k * dev
             # Half-space trees on a squashed robust z and step change: learned density of recent behaviour.
-            feat = {"z": 0.5 + 0.5 * math.tanh(z / 4.0), "d": self._delta_feature(x, scale)}
+            zs = 0.5 + 0.5 * math.tanh(z / 4.0)
+            feat = {"z": zs, "d": self._delta_feature(x, scale)}
+            # Shape: the squashed robust z of the previous points, so the trees learn recent patterns too.
+            for i, past in enumerate(self.lags):
+                feat[f"l{i}"] = past
+            self.lags.appendleft(zs)
             hs = self.hst.score_one(feat)
             self.hst.learn_one(feat)
             if "h" in p.use:
-                parts["h"] = hs * 4.0
+                # The trees' scores crowd a narrow range that depends on the series: standardise them robustly
+                # against their own recent history so they speak in the same sigmas as the other components.
+                hr = self.hst_roll
+                if not p.hst_standardise:
+                    parts["h"] = hs * 4.0
+                elif len(hr.sorted) >= 32:
+                    parts["h"] = max(hs - hr.median(), 0.0) / max(1.4826 * hr.mad, 1e-3)
+                hr.push(hs)
         return parts, upper, lower
 
     def _delta_feature(self, x: float, scale: float) -> float:

@@ -149,6 +149,11 @@ class AnomalyEngine:
             self._series[key.ident] = st
         return st
 
+    @property
+    def lock(self) -> threading.RLock:
+        """Hold while reading series states in depth (episodes, traces) from another thread."""
+        return self._lock
+
     def series(self) -> list[SeriesState]:
         """Snapshot of every series' state (the objects are live; read, do not mutate)."""
         with self._lock:
