@@ -35,6 +35,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
         )
         return 1
     try:
+        if getattr(args, "profile", "default") == "scale":
+            from stack.scale import run_scale
+
+            return run_scale(cfg)
         plan = plan_stack(cfg)
         return run_stack(cfg, plan)
     except StackError as err:
@@ -106,7 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir", dest="state_dir", default=None, help="state folder (default ./.novacron)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("up", help="start the whole stack in the foreground").set_defaults(func=_cmd_up)
+    up = sub.add_parser("up", help="start the whole stack in the foreground")
+    up.add_argument(
+        "--profile",
+        choices=["default", "scale"],
+        default="default",
+        help="scale: 2 Prometheus shards, VictoriaMetrics, 2 Alertmanagers, PostgreSQL, 2 bridges+sidecars",
+    )
+    up.set_defaults(func=_cmd_up)
     sub.add_parser("down", help="stop a stack started with `novacron up`").set_defaults(func=_cmd_down)
     sub.add_parser("status", help="show each component of the running stack").set_defaults(func=_cmd_status)
     for name in EXTRA_SUBCOMMAND_MODULES:

@@ -1,0 +1,360 @@
+"""Scale profile: Prometheus shards (hashmod), remote_write to VictoriaMetrics, HA Alertmanagers, bridges."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stack.config import StackConfig
+from stack.plan import (
+    Service,
+    StackPlan,
+    _alertmanager_config,
+    _bin,
+    _bridge_config,
+    _libvirt_services,
+    _secret_file,
+    rule_files,
+)
+from stack.servers import prometheus_config
+
+VICTORIA_BIN = "/usr/bin/victoria-metrics"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Jobs whose targets are split between the shards; every other job is scraped by shard 0 only.
+SHARDED_JOBS = ("libvirt", "cloud")
+# Port offsets of the scale profile's extra processes, from the ports of the default profile.
+SCALE_OFFSETS = {"prometheus_shard": 1, "victoria": 2, "peer": 10, "cluster": 1, "postgres": -3600}
+
+
+def hashmod(value: str, modulus: int) -> int:
+    """Prometheus' `hashmod` relabel action: the last 8 bytes of MD5, big-endian, modulo `modulus`."""
+    return int.from_bytes(hashlib.md5(value.encode()).digest()[8:], "big") % modulus  # noqa: S324
+
+
+def shard_relabel(shard: int, shards: int) -> list[dict[str, Any]]:
+    """Keep the targets whose address hashes to `shard` (the standard hashmod + keep pair)."""
+    return [
+        {
+            "source_labels": ["__address__"],
+            "modulus": shards,
+            "target_label": "__tmp_shard",
+            "action": "hashmod",
+        },
+        {"source_labels": ["__tmp_shard"], "regex": str(shard), "action": "keep"},
+    ]
+
+
+def remote_write(url: str, name: str = "global") -> dict[str, Any]:
+    """remote_write to VictoriaMetrics; the queue (backed by the WAL) rides out an outage of the store."""
+    return {
+        "url": f"{url}/api/v1/write",
+        "name": name,
+        "queue_config": {
+            "capacity": 10000,
+            "max_shards": 8,
+            "max_samples_per_send": 2000,
+            "batch_send_deadline": "1s",
+            "min_backoff": "100ms",
+            "max_backoff": "2s",
+        },
+        "metadata_config": {"send": False},
+    }
+
+
+def shard_config(
+    jobs: dict[str, list[str]],
+    shard: int,
+    shards: int,
+    remote_write_url: str,
+    alertmanagers: Sequence[str] = (),
+    rules: Sequence[str | Path] = (),
+    scrape_interval: str = "15s",
+    evaluation_interval: str = "15s",
+    sample_limit: int = 200000,
+) -> dict[str, Any]:
+    """One shard's Prometheus config: sharded jobs split by hashmod, the rest on shard 0 only."""
+    scrape_configs: list[dict[str, Any]] = []
+    for job, targets in jobs.items():
+        entry: dict[str, Any] = {"job_name": job, "static_configs": [{"targets": list(targets)}]}
+        if job in SHARDED_JOBS:
+            entry["relabel_configs"] = shard_relabel(shard, shards)
+            entry["sample_limit"] = sample_limit
+        elif shard != 0 and job != "prometheus":
+            continue
+        scrape_configs.append(entry)
+    extra = {
+        # Both replicas of a shard carry the same labels, so VictoriaMetrics' dedup merges an HA pair.
+        "remote_write": [remote_write(remote_write_url)],
+    }
+    config = prometheus_config(
+        scrape_configs, rules, alertmanagers, scrape_interval, evaluation_interval, extra
+    )
+    config["global"]["external_labels"] = {"prometheus_shard": str(shard)}
+    return config
+
+
+def victoria_argv(data_dir: Path, listen: str, retention: str = "30d", dedup: str = "") -> list[str]:
+    """VictoriaMetrics single node; `dedup` (the scrape interval) merges the samples of HA replica pairs."""
+    argv = [
+        VICTORIA_BIN,
+        f"-storageDataPath={data_dir}",
+        f"-httpListenAddr={listen}",
+        f"-retentionPeriod={retention}",
+        # Answer queries up to now: the default 30 s latency offset hides the newest samples.
+        "-search.latencyOffset=1s",
+    ]
+    if dedup:
+        argv.append(f"-dedup.minScrapeInterval={dedup}")
+    return argv
+
+
+@dataclass
+class LocalPostgres:
+    """A private PostgreSQL cluster for the bridges of the scale profile (initdb once, pg_ctl start/stop)."""
+
+    datadir: Path
+    port: int
+
+    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://novacron@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        if not (PG_BIN / "initdb").exists():
+            raise RuntimeError("PostgreSQL 15 is needed: run `make setup` (Debian package postgresql)")
+        self.datadir.parent.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.datadir.parent, user.pw_uid, user.pw_gid)
+        if not (self.datadir / "PG_VERSION").exists():
+            init = [str(PG_BIN / "initdb"), "-D", str(self.datadir), "-U", "novacron", "--auth=trust"]
+            done = self._run([*init, "-E", "UTF8", "--no-sync"])
+            if done.returncode != 0:
+                raise RuntimeError(f"initdb failed: {done.stderr.strip()}")
+        opts = f"-p {self.port} -k {self.datadir.parent} -c listen_addresses=127.0.0.1"
+        log = self.datadir.parent / "postgres.log"
+        done = self._run(
+            [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-l", str(log), "-w", "start"]
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {done.stderr.strip()}")
+
+    def stop(self) -> None:
+        if (self.datadir / "postmaster.pid").exists():
+            self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"])
+
+
+@dataclass
+class ScalePlan(StackPlan):
+    postgres: LocalPostgres | None = None
+
+
+def scale_ports(cfg: StackConfig) -> dict[str, int]:
+    """Every port of the scale profile, derived from the default profile's `ports:` (documented offsets)."""
+    p = cfg.ports
+    return {
+        "prometheus-0": p["prometheus"],
+        "prometheus-1": p["prometheus"] + SCALE_OFFSETS["prometheus_shard"],
+        "victoria": p["prometheus"] + SCALE_OFFSETS["victoria"],
+        "alertmanager-0": p["alertmanager"],
+        "alertmanager-1": p["alertmanager"] + SCALE_OFFSETS["peer"],
+        "alertmanager-0-cluster": p["alertmanager"] + SCALE_OFFSETS["cluster"],
+        "alertmanager-1-cluster": p["alertmanager"] + SCALE_OFFSETS["peer"] + SCALE_OFFSETS["cluster"],
+        "alert-bridge-0": p["alert_bridge"],
+        "alert-bridge-1": p["alert_bridge"] + SCALE_OFFSETS["peer"],
+        "analytics-0": p["analytics"],
+        "analytics-1": p["analytics"] + SCALE_OFFSETS["peer"],
+        "postgres": p["alertmanager"] + SCALE_OFFSETS["postgres"],
+    }
+
+
+def _am_config_for_both_bridges(bridge_urls: list[str]) -> dict[str, Any]:
+    """The shipped routing, each bridge webhook sent to both bridge replicas (they dedupe in PostgreSQL)."""
+    config = _alertmanager_config(bridge_urls[0])
+    for receiver in config.get("receivers", []):
+        hooks = receiver.get("webhook_configs", [])
+        extra = []
+        for hook in hooks:
+            if str(hook.get("url", "")).startswith(bridge_urls[0]):
+                path = str(hook["url"])[len(bridge_urls[0]) :]
+                extra += [{**hook, "url": url + path} for url in bridge_urls[1:]]
+        hooks.extend(extra)
+    return config
+
+
+def plan_scale(cfg: StackConfig) -> ScalePlan:
+    """2 Prometheus shards, VictoriaMetrics, 2 Alertmanagers, PostgreSQL + 2 bridges, 2 analytics shards."""
+    state, host = cfg.state_dir, cfg.listen_host
+    state.mkdir(parents=True, exist_ok=True)
+    ports = scale_ports(cfg)
+    url = {name: f"http://{host}:{port}" for name, port in ports.items()}
+    services, notes = _libvirt_services(cfg, host)
+    pg = LocalPostgres(state / "postgres" / "data", ports["postgres"])
+
+    services.append(
+        Service(
+            name="victoria-metrics",
+            port=ports["victoria"],
+            ready_path="/health",
+            argv=victoria_argv(state / "victoria", f"{host}:{ports['victoria']}", "30d", cfg.scrape_interval),
+            scrape_job="victoria-metrics",
+            description="VictoriaMetrics (global view, remote_write)",
+        )
+    )
+    token_file = _secret_file(state, "bridge_token")
+    admin_file = _secret_file(state, "bridge_admin_token")
+    bridge_urls = [url["alert-bridge-0"], url["alert-bridge-1"]]
+    for i in range(2):
+        bdir = state / f"alert-bridge-{i}"
+        bdir.mkdir(exist_ok=True)
+        bcfg = _bridge_config(cfg, token_file, url["alertmanager-0"])
+        bcfg["alertmanager"] = {"urls": [url["alertmanager-0"], url["alertmanager-1"]]}
+        (bdir / "bridge.yml").write_text(yaml.safe_dump(bcfg))
+        services.append(
+            Service(
+                name=f"alert-bridge-{i}",
+                port=ports[f"alert-bridge-{i}"],
+                scrape_job="alert-bridge",
+                ready_path="/healthz",
+                argv=[
+                    _bin("novacron-alert-bridge"),
+                    f"--web.listen-address={host}:{ports[f'alert-bridge-{i}']}",
+                    f"--config.file={bdir / 'bridge.yml'}",
+                    f"--storage.url={pg.url}",
+                ],
+                env={"NOVACRON_BRIDGE_ADMIN_TOKEN": admin_file.read_text().strip()},
+                description=f"alert bridge replica {i} (PostgreSQL)",
+            )
+        )
+    if cfg.analytics_enabled:
+        for i in range(2):
+            services.append(
+                Service(
+                    name=f"analytics-{i}",
+                    port=ports[f"analytics-{i}"],
+                    scrape_job="analytics",
+                    argv=[
+                        _bin("novacron-analytics"),
+                        "serve",
+                        f"--prometheus.url={url['victoria']}",
+                        f"--shard={i}/2",
+                        f"--web.listen-address={host}:{ports[f'analytics-{i}']}",
+                        f"--interval={cfg.analytics_interval}",
+                        f"--state.dir={state / f'analytics-{i}'}",
+                    ],
+                    description=f"analytics sidecar shard {i}/2 (reads the global view)",
+                )
+            )
+    am_config = _am_config_for_both_bridges(bridge_urls)
+    for i in range(2):
+        services.append(_alertmanager_service(cfg, i, ports, url, am_config, token_file))
+    services += _shard_services(cfg, services, ports, url)
+    notes.append(f"global view (PromQL): {url['victoria']}  PostgreSQL: 127.0.0.1:{ports['postgres']}")
+    urls = {**url, "prometheus": url["prometheus-0"], "alertmanager": url["alertmanager-0"]}
+    return ScalePlan(services, urls, notes, postgres=pg)
+
+
+def _alertmanager_service(
+    cfg: StackConfig,
+    i: int,
+    ports: dict[str, int],
+    url: dict[str, str],
+    am_config: dict[str, Any],
+    token_file: Path,
+) -> Service:
+    host = cfg.listen_host
+    am_dir = cfg.state_dir / f"alertmanager-{i}"
+    am_dir.mkdir(exist_ok=True)
+    shutil.copyfile(token_file, am_dir / "bridge_token")
+    os.chmod(am_dir / "bridge_token", 0o600)
+    (am_dir / "alertmanager.yml").write_text(yaml.safe_dump(am_config, sort_keys=False))
+    me, peer = (
+        f"{host}:{ports[f'alertmanager-{i}-cluster']}",
+        f"{host}:{ports[f'alertmanager-{1 - i}-cluster']}",
+    )
+    return Service(
+        name=f"alertmanager-{i}",
+        port=ports[f"alertmanager-{i}"],
+        scrape_job="alertmanager",
+        ready_path="/-/ready",
+        argv=[
+            "/usr/bin/prometheus-alertmanager",
+            f"--config.file={am_dir / 'alertmanager.yml'}",
+            f"--storage.path={am_dir / 'data'}",
+            f"--web.listen-address={host}:{ports[f'alertmanager-{i}']}",
+            f"--cluster.listen-address={me}",
+            f"--cluster.advertise-address={me}",
+            f"--cluster.peer={peer}",
+            f"--web.external-url={url[f'alertmanager-{i}']}",
+        ],
+        description=f"Alertmanager peer {i} (gossip {me})",
+    )
+
+
+def _shard_services(
+    cfg: StackConfig, services: list[Service], ports: dict[str, int], url: dict[str, str]
+) -> list[Service]:
+    host = cfg.listen_host
+    jobs: dict[str, list[str]] = {
+        "prometheus": [f"{host}:{ports['prometheus-0']}", f"{host}:{ports['prometheus-1']}"]
+    }
+    for svc in services:
+        if svc.scrape_job:
+            jobs.setdefault(svc.scrape_job, []).append(f"{host}:{svc.port}")
+    ams = [f"{host}:{ports['alertmanager-0']}", f"{host}:{ports['alertmanager-1']}"]
+    out = []
+    for i in range(2):
+        pdir = cfg.state_dir / f"prometheus-{i}"
+        pdir.mkdir(exist_ok=True)
+        config = shard_config(
+            jobs, i, 2, url["victoria"], ams, rule_files(), cfg.scrape_interval, cfg.evaluation_interval
+        )
+        # Each shard scrapes only its own Prometheus (meta-monitoring stays local to the shard).
+        for job in config["scrape_configs"]:
+            if job["job_name"] == "prometheus":
+                job["static_configs"] = [{"targets": [f"{host}:{ports[f'prometheus-{i}']}"]}]
+        (pdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        out.append(
+            Service(
+                name=f"prometheus-{i}",
+                port=ports[f"prometheus-{i}"],
+                ready_path="/-/ready",
+                argv=[
+                    "/usr/bin/prometheus",
+                    f"--config.file={pdir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={pdir / 'data'}",
+                    f"--web.listen-address={host}:{ports[f'prometheus-{i}']}",
+                    "--web.enable-lifecycle",
+                    f"--web.external-url={url[f'prometheus-{i}']}",
+                ],
+                description=f"Prometheus shard {i}/2",
+            )
+        )
+    return out
+
+
+def run_scale(cfg: StackConfig) -> int:
+    """Start PostgreSQL, then every service of the scale profile; stop PostgreSQL after the rest."""
+    from stack.run import run_stack
+
+    plan = plan_scale(replace(cfg))
+    assert plan.postgres is not None
+    plan.postgres.start()
+    try:
+        return run_stack(cfg, plan)
+    finally:
+        plan.postgres.stop()
