@@ -274,3 +274,35 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys, mutate, key) 
 def test_shipped_template_parses() -> None:
     template = load_template(Path(report_cli.__file__).parent / "templates" / "weekly-fleet.yaml", "template")
     assert template.range_seconds == 7 * 86400 and len(template.sections) == 3
+
+
+def test_serve_exposes_metrics_and_stops_on_sigterm(prometheus, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import sys
+
+    from tests.harness import ManagedProcess
+
+    path = write_config(tmp_path, prometheus.url, None)
+    port = free_port()
+    binary = str(Path(sys.executable).parent / "novacron-analytics")
+    argv = [
+        binary,
+        "report",
+        "serve",
+        "--config.file",
+        str(path),
+        "--web.listen-address",
+        f"127.0.0.1:{port}",
+    ]
+    proc = ManagedProcess(
+        "reports", argv, tmp_path / "serve.log", ready_url=f"http://127.0.0.1:{port}/metrics"
+    )
+    with proc:
+        deadline = time.monotonic() + 20
+        text = ""
+        while time.monotonic() < deadline and "novacron_report_next_run_timestamp_seconds{" not in text:
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            time.sleep(0.2)
+        assert 'novacron_report_next_run_timestamp_seconds{report="acme-daily"}' in text
+        assert proc.proc is not None
+        proc.proc.terminate()
+        assert proc.proc.wait(timeout=15) == 0
