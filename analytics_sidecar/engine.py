@@ -129,27 +129,32 @@ class Engine:
         self.catalogue = cost.load_catalogue(cfg.catalogue_file)
 
     # -- reading ---------------------------------------------------------------------------------
-    def _vm_ids(self) -> tuple[dict[str, dict[str, str]], str]:
+    def _vm_ids(self) -> tuple[dict[str, dict[str, str]], list[str]]:
+        """This shard's VMs and the `$vm_filter` matchers that select them, `batch_size` ids per matcher."""
         info: dict[str, dict[str, str]] = {}
         for r in self.source.instant(self.cfg.query("vm_info")):
             labels = labels_of(r["metric"])
             vm = labels.get("vm_id")
             if vm and in_shard(vm, self.cfg.shard):
                 info[vm] = labels
-        flt = vm_filter(None if self.cfg.shard.count == 1 else info)
-        return info, flt
+        if self.cfg.shard.count == 1:
+            return info, [vm_filter(None)]
+        ids, size = sorted(info), self.cfg.analysis.batch_size
+        # Batches keep each query's URL short (the matcher travels in it) and stable from cycle to cycle.
+        return info, [vm_filter(ids[i : i + size]) for i in range(0, len(ids), size)]
 
     def read_vms(self, now: float) -> dict[str, Any]:
         """Everything per VM this shard needs: labels, allocations, usage series."""
-        info, flt = self._vm_ids()
+        info, filters = self._vm_ids()
         start = now - self.cfg.analysis.lookback
-        q = self.cfg.query
-        data: dict[str, Any] = {"info": info}
-        data["vcpus"] = self.source.instant_values(q("vm_vcpus", flt))
-        data["memory"] = self.source.instant_values(q("vm_memory_bytes", flt))
-        data["cpu"] = self.source.range(q("vm_cpu_cores", flt), start, now)
-        data["mem_used"] = self.source.range(q("vm_memory_used_bytes", flt), start, now)
-        data["net"] = self.source.range(q("vm_network_bytes_per_second", flt), start, now)
+        q, src = self.cfg.query, self.source
+        data: dict[str, Any] = {"info": info, "vcpus": {}, "memory": {}, "cpu": {}, "mem_used": {}, "net": {}}
+        for flt in filters:
+            data["vcpus"].update(src.instant_values(q("vm_vcpus", flt)))
+            data["memory"].update(src.instant_values(q("vm_memory_bytes", flt)))
+            data["cpu"].update(src.range(q("vm_cpu_cores", flt), start, now))
+            data["mem_used"].update(src.range(q("vm_memory_used_bytes", flt), start, now))
+            data["net"].update(src.range(q("vm_network_bytes_per_second", flt), start, now))
         return data
 
     # -- the cycle -------------------------------------------------------------------------------

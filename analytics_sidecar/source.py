@@ -77,7 +77,8 @@ class PromSource:
         )
         headers = {"Authorization": f"Bearer {settings.bearer_token}"} if settings.bearer_token else None
         auth = (settings.username, settings.password or "") if settings.username else None
-        # POST: a shard's vm_id regex can be longer than a URL may be.
+        # prometheus-api-client puts the query in the URL even for POST; a shard's vm_id regex is
+        # therefore split into batches of analysis.batch_size ids (see Engine._vm_ids).
         self.client = PrometheusConnect(
             url=settings.url,
             headers=headers,
@@ -94,14 +95,16 @@ class PromSource:
         self._cache: dict[tuple[str, float], list[dict[str, Any]]] = {}
 
     def _call(self, fn: Callable[..., list[dict[str, Any]]], *args: Any) -> list[dict[str, Any]]:
-        with self.stats.lock:
-            self.stats.queries += 1
         try:
-            return fn(*args)
+            result = fn(*args)
         except (PrometheusApiClientException, requests.RequestException, ValueError, KeyError) as exc:
             with self.stats.lock:
+                self.stats.queries += 1
                 self.stats.failures += 1
             raise SourceError(f"Prometheus query failed: {exc}") from None
+        with self.stats.lock:
+            self.stats.queries += 1
+        return result
 
     def instant(self, query: str) -> list[dict[str, Any]]:
         return self._call(self.client.custom_query, query)

@@ -436,27 +436,36 @@ def test_recommendations_cli_unreachable_prometheus(capsys: pytest.CaptureFixtur
     assert "Prometheus query failed" in capsys.readouterr().err
 
 
-def test_shards_split_the_fleet(stack: dict, capsys: pytest.CaptureFixture[str]) -> None:
+def test_shards_split_the_fleet(stack: dict, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     from analytics_sidecar.main import main
     from analytics_sidecar.source import shard_of
 
     prom = stack["prom"]
+    # Two ids per query: each shard's VMs are read in several batches.
+    cfg = yaml.safe_load(Path(stack["cfg_path"]).read_text())
+    cfg["analysis"]["batch_size"] = 2
+    cfg_path = tmp_path / "batched.yml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
     seen: list[str] = []
+    rows: dict[str, dict[str, str]] = {}
     for i in range(2):
         argv = [
             "recommendations",
             f"--prometheus.url={prom.url}",
-            f"--config.file={stack['cfg_path']}",
+            f"--config.file={cfg_path}",
             "--shard",
             f"{i}/2",
             "--format",
             "csv",
         ]
         assert main(argv) == 0
-        ids = [r["vm_id"] for r in csv.DictReader(io.StringIO(capsys.readouterr().out))]
+        shard_rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+        ids = [r["vm_id"] for r in shard_rows]
         assert ids and all(shard_of(v, 2) == i for v in ids)
         seen += ids
+        rows.update({r["vm_id"]: r for r in shard_rows})
     assert sorted(seen) == sorted(set(seen)) and len(seen) == 12
+    assert rows["vm-diurnal"]["recommended_vcpus"] == "2" and rows["vm-idle"]["idle"] == "yes"
 
 
 def test_serve_command_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
