@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -39,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from stack.plan import _bin  # noqa: E402
 from stack.processes import ManagedProcess, free_port  # noqa: E402
+from stack.rulelint import parse_duration  # noqa: E402
 from stack.rules_cmd import RULES_DIR, default_rule_files  # noqa: E402
 from stack.servers import Alertmanager, Prometheus, prometheus_config  # noqa: E402
 from tests.harness import QemuGuest, remove_stale_guests  # noqa: E402
@@ -78,8 +80,10 @@ def wait(check: Any, timeout: float, what: str, interval: float = 0.05) -> Any:
 class Bench:
     """The pipeline; Alertmanager is started fresh per trial on a fixed port."""
 
-    def __init__(self, work: Path, guest: QemuGuest, scrape_interval: str) -> None:
+    def __init__(self, work: Path, guest: QemuGuest, scrape_interval: str, knobs: argparse.Namespace) -> None:
+        self.knobs = knobs
         self.work, self.guest = work, guest
+        self.scrape_seconds = float(parse_duration(scrape_interval).total_seconds())
         self.procs: list[ManagedProcess] = []
         self.am: Alertmanager | None = None
         self.am_port = free_port()
@@ -122,7 +126,7 @@ class Bench:
         # files set their own group intervals.
         scrape = [{"job_name": "libvirt", "static_configs": [{"targets": [f"127.0.0.1:{exp_port}"]}]}]
         config = prometheus_config(
-            scrape, default_rule_files(), [f"127.0.0.1:{self.am_port}"], scrape_interval, scrape_interval
+            scrape, self.rule_files(), [f"127.0.0.1:{self.am_port}"], scrape_interval, scrape_interval
         )
         self.prom = Prometheus(work / "prometheus", config, port=prom_port)
         self.start(self.prom)
@@ -131,8 +135,27 @@ class Bench:
         proc.start(ready_timeout=60)
         self.procs.append(proc)
 
+    def rule_files(self) -> list[Path]:
+        """The shipped rule files; with --for or --group-interval, vm.rules.yml is copied and changed."""
+        files = default_rule_files()
+        if not (self.knobs.hold or self.knobs.group_interval):
+            return files
+        vm_rules = yaml.safe_load((RULES_DIR / "vm.rules.yml").read_text())
+        for group in vm_rules["groups"]:
+            if group["name"] == "novacron-vm-availability":
+                group["interval"] = self.knobs.group_interval or group["interval"]
+                for rule in group["rules"]:
+                    if rule.get("alert") == "NovaCronVMNotRunning":
+                        rule["for"] = self.knobs.hold or rule["for"]
+        changed = self.work / "vm.rules.yml"
+        changed.write_text(yaml.safe_dump(vm_rules, sort_keys=False))
+        return [changed if f.name == "vm.rules.yml" else f for f in files]
+
     def am_config(self) -> dict[str, Any]:
         config = yaml.safe_load((RULES_DIR / "alertmanager" / "alertmanager.yml").read_text())
+        for route in config["route"]["routes"]:
+            if self.knobs.group_wait and route.get("matchers") == ['severity="critical"']:
+                route["group_wait"] = self.knobs.group_wait
         for receiver in config["receivers"]:
             for hook in receiver.get("webhook_configs", []):
                 hook["url"] = f"{self.bridge_url}/webhook/alertmanager"
@@ -176,6 +199,9 @@ class Bench:
         self.prom.wait_for(f'ALERTS{{vm_id="{vm}"}}', timeout=60, predicate=lambda r: not r, interval=0.2)
         self.resolve_in_bridge()
         self.fresh_alertmanager(n)
+        # The waits above end just after a scrape; a random pause makes the failure moment uniform in the
+        # scrape cycle, as a real failure is.
+        time.sleep(random.uniform(0, self.scrape_seconds))
         t0 = time.time()
         self.guest.shutoff()
         episode = wait(
@@ -225,13 +251,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def report(trials: list[Trial], scrape_interval: str) -> dict[str, Any]:
+def report(trials: list[Trial], knobs: str) -> dict[str, Any]:
     rows = {}
     for name in ("scrape", "evaluation", "hold", "send", "route", "total"):
         values = [getattr(t, name) for t in trials]
         rows[name] = {"p50": statistics.median(values), "p95": pct(values, 0.95), "max": max(values)}
     total = rows["total"]
-    print(f"\nalert latency, QEMU guest off -> alert bridge, {len(trials)} trials, scrape {scrape_interval}")
+    print(f"\nalert latency, QEMU guest off -> alert bridge, {len(trials)} trials; {knobs}")
     print(f"{'component':<12}{'p50 s':>8}{'p95 s':>8}{'max s':>8}{'share of p50':>14}")
     for name, row in rows.items():
         share = row["p50"] / total["p50"] * 100
@@ -247,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--scrape-interval", default="5s", help="shipped default of `novacron up`: 5s")
+    parser.add_argument("--for", dest="hold", help="override `for:` of NovaCronVMNotRunning (shipped 5s)")
+    parser.add_argument(
+        "--group-interval", help="override the availability rule group's interval (shipped 2s)"
+    )
+    parser.add_argument("--group-wait", help="override group_wait of the critical route (shipped 1s)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     work = Path(f"/tmp/novacron-alert-latency-{int(time.time())}")
@@ -254,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     remove_stale_guests()
     trials: list[Trial] = []
     with QemuGuest() as guest:
-        bench = Bench(work, guest, args.scrape_interval)
+        bench = Bench(work, guest, args.scrape_interval, args)
         try:
             n = 0
             while len(trials) < args.trials:
@@ -277,10 +308,19 @@ def main(argv: list[str] | None = None) -> int:
             scrape_s = bench.scrape_duration()
         finally:
             bench.close()
-    rows = report(trials, args.scrape_interval)
+    knobs = (
+        f"scrape {args.scrape_interval}, group interval {args.group_interval or '2s'}, "
+        f"for {args.hold or '5s'}, group_wait {args.group_wait or '1s'}"
+    )
+    rows = report(trials, knobs)
     print(f"mean libvirt scrape duration {scrape_s:.2f} s (the sample is visible to rules only after it)")
     if args.json:
-        summary = {"trials": [t.__dict__ for t in trials], "summary": rows, "scrape_duration_s": scrape_s}
+        summary = {
+            "knobs": knobs,
+            "trials": [t.__dict__ for t in trials],
+            "summary": rows,
+            "scrape_duration_s": scrape_s,
+        }
         args.json.write_text(json.dumps(summary, indent=2))
     return 0
 
