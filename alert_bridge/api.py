@@ -209,6 +209,8 @@ def create_app(ctx: AppContext) -> Flask:
             status=request.args.get("status") or None,
             labels=queries.label_filters(request.args.getlist("label")),
             incident_id=int(incident) if incident else None,
+            alertname=request.args.get("alertname") or None,
+            severity=request.args.get("severity") or None,
             since=_time_arg("since"),
             until=_time_arg("until"),
             limit=_int_arg("limit", 500, 10_000),

@@ -141,6 +141,8 @@ def openapi_document() -> dict[str, Any]:
                         _q("status", "firing or resolved"),
                         _q("label", "name=value exact label match (repeatable)", many=True),
                         _q("incident", "incident id", "integer"),
+                        _q("alertname", "exact alert name"),
+                        _q("severity", "exact severity label"),
                         _q("since", "updated at or after (RFC 3339 or epoch seconds)"),
                         _q("until", "started at or before"),
                         _q("limit", "max rows (default 500)", "integer"),

@@ -40,6 +40,8 @@ def list_alerts(
     status: str | None = None,
     labels: dict[str, str] | None = None,
     incident_id: int | None = None,
+    alertname: str | None = None,
+    severity: str | None = None,
     since: float | None = None,
     until: float | None = None,
     limit: int = 500,
@@ -59,6 +61,10 @@ def list_alerts(
         raise QueryError("status must be firing or resolved")
     if incident_id is not None:
         stmt = stmt.where(alerts.c.incident_id == incident_id)
+    if alertname:
+        stmt = stmt.where(alerts.c.alertname == alertname)
+    if severity:
+        stmt = stmt.where(alerts.c.severity == severity)
     if since is not None:
         stmt = stmt.where(alerts.c.updated_at >= since)
     if until is not None:

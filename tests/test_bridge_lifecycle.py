@@ -78,6 +78,8 @@ def test_lifecycle_on_both_stores(storage_url, smtp_server):
         later = payload([alert("HostDown", starts="2026-01-02T00:00:00Z", fingerprint="aa01", host="kvm-01")])
         assert b.hook.post("/webhook/alertmanager", later).json()["created"] == 1
         assert len(b.admin.alerts()) == 2 and len(b.admin.alerts(state="firing")) == 1
+        assert len(b.admin.alerts(alertname="HostDown", status="resolved")) == 1
+        assert b.admin.alerts(alertname="Other") == []
 
         # Audit is queryable by label and time, and names the actor.
         trail = b.admin.get("/api/v1/audit", params={"label": "host=kvm-01", "action": "transition"}).json()
