@@ -294,9 +294,10 @@ class AnomalyDetector:
                 hr = self.hst_roll
                 if not p.hst_standardise:
                     parts["h"] = hs * 4.0
-                elif len(hr.sorted) >= 32:
-                    parts["h"] = max(hs - hr.median(), 0.0) / max(1.4826 * hr.mad, 1e-3)
-                hr.push(hs)
+                else:
+                    if len(hr.sorted) >= 32:
+                        parts["h"] = max(hs - hr.median(), 0.0) / max(1.4826 * hr.mad, 1e-3)
+                    hr.push(hs)
         return parts, upper, lower
 
     def _delta_feature(self, x: float, scale: float) -> float:
