@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -267,3 +268,51 @@ def test_config_rejects_unknown_metric_and_short_window(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         parse_config({"providers": [{**base, "secret_access_key": "x"}]}, {"aws": AwsProvider})
     assert err.value.key == "providers[0].secret_access_key"
+
+
+def test_get_metric_data_follows_next_token(moto: ManagedProcess, fleet: dict[str, list[str]]) -> None:
+    """CloudWatch may split one call's results over pages; datapoints of one query may span pages."""
+    p = provider(moto)
+    seen: list[dict[str, Any]] = []
+    events = p.clients[REGION].cloudwatch.meta.events
+
+    def record(params: dict[str, Any], **_kw: Any) -> None:
+        seen.append(dict(params))
+
+    def first_page_then_moto(**_kw: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        if len(seen) > 1:
+            return None  # page 2: moto answers with everything
+        old = datetime.fromtimestamp(NOW - 600, UTC)
+        page = {"Id": "q0", "Label": "x", "Timestamps": [old], "Values": [1.0], "StatusCode": "PartialData"}
+        body = {"MetricDataResults": [page], "NextToken": "page-2", "Messages": [], "ResponseMetadata": {}}
+        return AWSResponse("http://paged", 200, {}, None), body
+
+    events.register("before-parameter-build.cloudwatch.GetMetricData", record)
+    events.register("before-call.cloudwatch.GetMetricData", first_page_then_moto)
+    r = refresher(p)
+    assert r.refresh()
+    assert len(seen) == 2 and seen[1]["NextToken"] == "page-2"
+    assert r.stats.calls["GetMetricData"] == 2
+    # q0 is the first VM's CPU: the newer datapoint of page 2 wins over page 1's old one.
+    fams = scrape(r)
+    assert values(fams, "novacron_vm_cpu_utilisation_ratio", vm_id=fleet["prod"][0]) == [pytest.approx(0.42)]
+
+
+def test_runaway_paging_fails_the_refresh(
+    moto: ManagedProcess, fleet: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exporters.cloud.providers as providers_pkg
+    import exporters.cloud.providers.aws as aws_mod
+
+    monkeypatch.setattr(aws_mod, "MAX_LIST_PAGES", 5)
+    monkeypatch.setattr(providers_pkg, "MAX_LIST_PAGES", 5)
+    p = provider(moto)
+
+    def always_more(**_kw: Any) -> tuple[AWSResponse, dict[str, Any]]:
+        body = {"MetricDataResults": [], "NextToken": "again", "Messages": [], "ResponseMetadata": {}}
+        return AWSResponse("http://paged", 200, {}, None), body
+
+    p.clients[REGION].cloudwatch.meta.events.register("before-call.cloudwatch.GetMetricData", always_more)
+    r = refresher(p)
+    assert not r.refresh()
+    assert r.stats.calls["GetMetricData"] == 5 and r.refreshes["failure"] == 1

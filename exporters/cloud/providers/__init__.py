@@ -19,6 +19,9 @@ from exporters.common.config import ConfigError
 
 T = TypeVar("T")
 
+# A listing that pages more than this is a server bug or a runaway filter: stop rather than burn quota.
+MAX_LIST_PAGES = 1000
+
 # Keys every provider section accepts besides its own.
 COMMON_KEYS = {"metrics", "defaults", "tenant_tag", "project_tag", "endpoint_url", "concurrency"}
 
@@ -80,6 +83,13 @@ def _str(value: Any, key: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(key, "must be a string")
     return value
+
+
+class TooManyPages(RuntimeError):
+    """A paginated API kept returning continuation tokens past MAX_LIST_PAGES."""
+
+    def __init__(self, operation: str) -> None:
+        super().__init__(f"{operation} still paging after {MAX_LIST_PAGES} pages")
 
 
 def chunked(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -25,7 +25,9 @@ from exporters.cloud.model import (
 )
 from exporters.cloud.providers import (
     COMMON_KEYS,
+    MAX_LIST_PAGES,
     CommonSettings,
+    TooManyPages,
     chunked,
     merge_samples,
     parse_common,
@@ -232,7 +234,7 @@ class AwsProvider(Provider):
             filters.append({"Name": "instance-state-name", "Values": list(_STATES)})
         instances: list[dict[str, Any]] = []
         token: str | None = None
-        while True:
+        for _page in range(MAX_LIST_PAGES):
             kwargs: dict[str, Any] = {"Filters": filters, "MaxResults": 1000}
             if token:
                 kwargs["NextToken"] = token
@@ -242,6 +244,8 @@ class AwsProvider(Provider):
             token = page.get("NextToken")
             if not token:
                 break
+        else:
+            raise TooManyPages("DescribeInstances")
         self._learn_types(target.region, {i.get("InstanceType", "") for i in instances} - {""}, api)
         self._volumes[target.region] = {
             m["Ebs"]["VolumeId"]: i["InstanceId"]
@@ -330,7 +334,7 @@ class AwsProvider(Provider):
         }
         newest: dict[str, tuple[float, float]] = {}
         token: str | None = None
-        while True:
+        for _page in range(MAX_LIST_PAGES):
             kwargs = dict(request, NextToken=token) if token else request
             page = api.call("GetMetricData", partial(cw.get_metric_data, **kwargs), units=len(batch))
             for result in page.get("MetricDataResults", []):
@@ -338,6 +342,8 @@ class AwsProvider(Provider):
             token = page.get("NextToken")
             if not token:
                 break
+        else:  # a server that never stops paging must not keep a refresh (and the bill) running
+            raise TooManyPages("GetMetricData")
         return [
             Sample(
                 q.spec.normalised,

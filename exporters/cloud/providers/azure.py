@@ -26,7 +26,9 @@ from exporters.cloud.model import (
 )
 from exporters.cloud.providers import (
     COMMON_KEYS,
+    MAX_LIST_PAGES,
     CommonSettings,
+    TooManyPages,
     chunked,
     merge_samples,
     parse_common,
@@ -243,7 +245,9 @@ class AzureProvider(Provider):
 
         items: list[dict[str, Any]] = []
         next_url: str | None = url
-        while next_url:
+        for _page in range(MAX_LIST_PAGES):
+            if not next_url:
+                return items
             request = HttpRequest("GET", next_url)
 
             def send(req: Any = request) -> Any:
@@ -255,7 +259,7 @@ class AzureProvider(Provider):
             page = api.call("ListVirtualMachines", send)
             items.extend(page.get("value", []))
             next_url = page.get("nextLink")
-        return items
+        raise TooManyPages("ListVirtualMachines")
 
     def _vm(self, v: Mapping[str, Any], target: Target) -> VM:
         props = v.get("properties") or {}

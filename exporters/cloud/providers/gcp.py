@@ -25,7 +25,15 @@ from exporters.cloud.model import (
     Sample,
     Target,
 )
-from exporters.cloud.providers import COMMON_KEYS, CommonSettings, merge_samples, parse_common, parse_tags
+from exporters.cloud.providers import (
+    COMMON_KEYS,
+    MAX_LIST_PAGES,
+    CommonSettings,
+    TooManyPages,
+    merge_samples,
+    parse_common,
+    parse_tags,
+)
 from exporters.common.config import ConfigError, check_keys
 
 DEFAULT_POLICY = LatePolicy(period=60, delay=240, window=600)  # GCE metrics are visible up to 240 s late
@@ -215,7 +223,7 @@ class GcpProvider(Provider):
         )
         out: list[_Series] = []
         client = self.client()
-        while True:
+        for _page in range(MAX_LIST_PAGES):
             # retry=None: our backoff retries and counts; the first page comes with the call, no extra RPC.
             pager = api.call("ListTimeSeries", partial(client.list_time_series, request=request, retry=None))
             page = next(iter(pager.pages))
@@ -223,6 +231,7 @@ class GcpProvider(Provider):
             if not page.next_page_token:
                 return out
             request.page_token = page.next_page_token
+        raise TooManyPages("ListTimeSeries")
 
     def _vm(self, s: _Series, target: Target) -> VM:
         zone = s.labels.get("zone", "")
