@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,16 @@ def start_alertmanager(
 
 def start_moto(tmp_dir: Path) -> ManagedProcess:
     """moto's server (`moto_server`) on a free port; `.url` is its endpoint."""
-    binary = shutil.which("moto_server") or str(Path(__import__("sys").executable).parent / "moto_server")
+    # The virtualenv's moto first: an older one elsewhere on PATH rejects botocore's compressed requests.
+    venv_binary = Path(sys.executable).parent / "moto_server"
+    binary = str(venv_binary) if venv_binary.exists() else (shutil.which("moto_server") or "moto_server")
     port = free_port()
     proc = ManagedProcess(
         "moto",
         [binary, "-H", "127.0.0.1", "-p", str(port)],
         Path(tmp_dir) / f"moto-{port}.log",
         ready_url=f"http://127.0.0.1:{port}/moto-api/",
+        url=f"http://127.0.0.1:{port}",
     )
     return proc.start()
 
