@@ -76,7 +76,7 @@ def parse_duration(value: Any, key: str) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    for unit in ("w", "d", "h", "m", "s"):
+    for unit in ("d", "h", "m", "s"):  # days, not weeks: "7d" reads as configured
         if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
             return f"{int(seconds // _UNITS[unit])}{unit}"
     return f"{seconds}s"
@@ -88,6 +88,11 @@ class Shard:
 
     index: int = 0
     count: int = 1
+    # Shares of dead peers this replica analyses too (set each cycle by analytics_sidecar.shard_lease).
+    adopted: frozenset[int] = frozenset()
+
+    def owns(self, share: int) -> bool:
+        return share == self.index or share in self.adopted
 
     @staticmethod
     def parse(text: str) -> Shard:

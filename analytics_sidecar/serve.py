@@ -17,6 +17,7 @@ from analytics_sidecar.api import Api
 from analytics_sidecar.config import Config, Shard, load_config, parse_duration
 from analytics_sidecar.engine import Engine
 from analytics_sidecar.series import Series
+from analytics_sidecar.shard_lease import ShardLease
 from analytics_sidecar.source import PromSource, SourceError
 from analytics_sidecar.writeback import State, WritebackCollector
 from exporters.common.cli import add_web_flags, setup_logging
@@ -45,6 +46,13 @@ def register(subparsers: Any) -> None:
     add_web_flags(parser, DEFAULT_PORT)
     parser.add_argument("--interval", default=None, help="time between analysis cycles (e.g. 60s, 15m)")
     parser.add_argument("--state.dir", dest="state_dir", default=None, help="folder for the audit log")
+    parser.add_argument(
+        "--shard.lease-ttl",
+        dest="lease_ttl",
+        default=None,
+        help="with --shard i/n: a peer whose heartbeat is older than this is dead and its share adopted "
+        "(default 3 intervals)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -63,14 +71,21 @@ def config_from_args(args: argparse.Namespace) -> Config:
 class Loop:
     """Runs a cycle every interval (or when triggered); a failed cycle keeps the previous results."""
 
-    def __init__(self, engine: Engine, state: State, interval: float) -> None:
+    def __init__(
+        self, engine: Engine, state: State, interval: float, lease: ShardLease | None = None
+    ) -> None:
         self.engine = engine
         self.state = state
         self.interval = interval
+        self.lease = lease
         self.wake = threading.Event()
         self.stop = threading.Event()
 
     def once(self) -> bool:
+        if self.lease is not None:
+            shard = self.engine.cfg.shard
+            adopted = self.lease.refresh() - {shard.index}
+            self.engine.cfg = replace(self.engine.cfg, shard=replace(shard, adopted=adopted))
         try:
             results = self.engine.run()
         except SourceError as exc:
@@ -98,17 +113,26 @@ class Loop:
 
 
 def build(
-    cfg: Config, web_config_file: str | None, telemetry_path: str, state_dir: str | None = None
+    cfg: Config,
+    web_config_file: str | None,
+    telemetry_path: str,
+    state_dir: str | None = None,
+    lease_ttl: float | None = None,
 ) -> tuple[ExporterApp, Loop]:
     """The app and its analysis loop; the anomaly detectors ride on the same cycle when installed."""
     source = PromSource(cfg.prometheus, cfg.analysis.step, cfg.analysis.chunk, time.time)
     state = State(risk=cfg.rightsizing.risk.name, source_stats=source.stats)
     anomaly = _anomaly_parts(state_dir)
     engine = Engine(cfg, source, observer=anomaly.observer if anomaly else None)
-    loop = Loop(engine, state, cfg.analysis.interval)
+    lease = None
+    if cfg.shard.count > 1:
+        lease = ShardLease(cfg.shard, source.instant, lease_ttl or 3 * cfg.analysis.interval)
+    loop = Loop(engine, state, cfg.analysis.interval, lease)
     api = Api(state, cfg.api_token, loop.wake.set)
     routes = api.routes()
     collectors: list[Any] = [WritebackCollector(state)]
+    if lease is not None:
+        collectors.append(lease)
     if anomaly:
         collectors.append(anomaly.collector)
         for path in anomaly.paths:
@@ -174,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
         cfg = config_from_args(args)
-        app, loop = build(cfg, args.web_config_file, args.telemetry_path, args.state_dir)
+        ttl = parse_duration(args.lease_ttl, "shard.lease-ttl") if args.lease_ttl else None
+        app, loop = build(cfg, args.web_config_file, args.telemetry_path, args.state_dir, ttl)
     except ConfigError as err:
         exit_config_error("novacron-analytics serve", err)
     _audit_to(args.state_dir)

@@ -35,7 +35,7 @@ def shard_of(vm_id: str, count: int) -> int:
 
 
 def in_shard(vm_id: str, shard: Shard) -> bool:
-    return shard.count == 1 or shard_of(vm_id, shard.count) == shard.index
+    return shard.count == 1 or shard.owns(shard_of(vm_id, shard.count))
 
 
 def vm_filter(ids: Iterable[str] | None) -> str:
