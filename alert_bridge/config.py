@@ -119,6 +119,9 @@ class BridgeConfig:
     breaker_reset_seconds: float = 30.0
     external_url: str = ""
     session_secret: str | None = None
+    heartbeat_alertname: str = ""
+    heartbeat_timeout_seconds: float = 300.0
+    heartbeat_channels: tuple[str, ...] = ()
 
     @property
     def zone(self) -> ZoneInfo:
@@ -136,6 +139,7 @@ _TOP = {
     "delivery",
     "ui",
     "timezone",
+    "heartbeat",
 }
 
 
@@ -174,6 +178,9 @@ def parse_config(data: Mapping[str, Any]) -> BridgeConfig:
     check_keys(delivery, delivery_keys, "delivery")
     ui = _section(data, "ui")
     check_keys(ui, {"external_url", "session_secret_env", "session_secret_file"}, "ui")
+    heartbeat = _section(data, "heartbeat")
+    check_keys(heartbeat, {"alertname", "timeout_seconds", "channels"}, "heartbeat")
+    heartbeat_channels = _names(heartbeat, "channels", "heartbeat.channels", channels) or default_channels
     return BridgeConfig(
         channels=channels,
         policies=policies,
@@ -213,6 +220,11 @@ def parse_config(data: Mapping[str, Any]) -> BridgeConfig:
         session_secret=read_secret(
             env=ui.get("session_secret_env"), file=ui.get("session_secret_file"), key="ui.session_secret_file"
         ),
+        heartbeat_alertname=_str(heartbeat, "alertname", "heartbeat.alertname", ""),
+        heartbeat_timeout_seconds=_num(
+            heartbeat, "timeout_seconds", "heartbeat.timeout_seconds", 300.0, minimum=1
+        ),
+        heartbeat_channels=heartbeat_channels,
     )
 
 

@@ -163,6 +163,16 @@ maintenance = Table(
 )
 
 
+# Dead man's switch: when a heartbeat alert (Alertmanager's always-firing watchdog) was last seen.
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("name", String(256), primary_key=True),
+    Column("last_seen_at", Float, nullable=False),
+    Column("alarmed", Integer, nullable=False, default=0),
+)
+
+
 class Database:
     """An engine plus a write lock that serialises writers on SQLite (one writer at a time anyway)."""
 

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import func, select
 
 from alert_bridge import lifecycle as lc
-from alert_bridge.db import Database, alerts, outbox
+from alert_bridge.db import Database, alerts, heartbeats, outbox
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,17 @@ class StoreCollector(Collector):
         depth = GaugeMetricFamily("novacron_bridge_outbox_depth", "Notifications waiting in the outbox.")
         dead = GaugeMetricFamily("novacron_bridge_dead_letters", "Notifications in the dead-letter queue.")
         up = GaugeMetricFamily("novacron_bridge_store_up", "1 when the last read of the store succeeded.")
+        beat = GaugeMetricFamily(
+            "novacron_bridge_heartbeat_last_seen_timestamp_seconds",
+            "When the watchdog (dead man's switch) alert last arrived.",
+            labels=["alertname"],
+        )
         try:
             with self.db.read() as conn:
                 counts: dict[str, int] = dict(
                     conn.execute(select(alerts.c.state, func.count()).group_by(alerts.c.state)).all()
                 )
+                beats = conn.execute(select(heartbeats.c.name, heartbeats.c.last_seen_at)).all()
                 by_status: dict[str, int] = dict(
                     conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all()
                 )
@@ -59,7 +65,9 @@ class StoreCollector(Collector):
         depth.add_metric([], by_status.get("pending", 0))
         dead.add_metric([], by_status.get("dead", 0))
         up.add_metric([], 1)
-        yield from (states, depth, dead, up)
+        for name, seen in beats:
+            beat.add_metric([str(name)], float(seen))  # type: ignore[arg-type]
+        yield from (states, depth, dead, up, beat)
 
 
 class BridgeMetrics:

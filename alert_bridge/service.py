@@ -20,7 +20,17 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from alert_bridge import lifecycle as lc
 from alert_bridge.config import BridgeConfig, Policy, severity_rank
-from alert_bridge.db import Database, alerts, audit, incidents, insert_id, maintenance, notes, outbox
+from alert_bridge.db import (
+    Database,
+    alerts,
+    audit,
+    heartbeats,
+    incidents,
+    insert_id,
+    maintenance,
+    notes,
+    outbox,
+)
 from alert_bridge.payload import IncomingAlert, Notification
 from alert_bridge.routing import Target, initial_targets, targets_for
 
@@ -125,7 +135,9 @@ class Bridge:
             self._prefetch(conn, {a.fingerprint for a in note.alerts}, result)
             for alert in note.alerts:
                 result.received += 1
-                if alert.status == "firing":
+                if self.config.heartbeat_alertname and alert.alertname == self.config.heartbeat_alertname:
+                    self._beat(conn, alert.alertname, now, result)
+                elif alert.status == "firing":
                     self._fire(conn, alert, note.group_key, actor, now, result)
                 else:
                     self._resolve_incoming(conn, alert, actor, now, result)
@@ -812,6 +824,60 @@ class Bridge:
         if policy.repeat_minutes:
             times.append(created + (repeats + 1) * policy.repeat_minutes * 60)
         return max(min(times), now) if times else None
+
+    # --- dead man's switch ------------------------------------------------------------------------------
+
+    def _beat(self, conn: Connection, name: str, now: float, result: IntakeResult) -> None:
+        """The watchdog alert arrived: record it (not an episode); announce the recovery after an alarm."""
+        row = conn.execute(select(heartbeats).where(heartbeats.c.name == name)).mappings().first()
+        if row is None:
+            conn.execute(heartbeats.insert(), {"name": name, "last_seen_at": now, "alarmed": 0})
+            return
+        conn.execute(update(heartbeats).where(heartbeats.c.name == name).values(last_seen_at=now, alarmed=0))
+        result.duplicates += 1
+        if row["alarmed"]:
+            self._audit(conn, "system", "heartbeat:restored", {}, {"name": name}, now)
+            result.notifications += self._enqueue_heartbeat(conn, name, row["last_seen_at"], False, now)
+
+    def check_heartbeat(self) -> bool:
+        """Alarm once when the watchdog has been silent longer than the timeout; True if it alarmed now."""
+        name = self.config.heartbeat_alertname
+        if not name:
+            return False
+
+        def run(conn: Connection) -> bool:
+            now = self.clock()
+            row = conn.execute(select(heartbeats).where(heartbeats.c.name == name)).mappings().first()
+            if row is None:  # never seen: start the clock at the bridge's first check
+                conn.execute(heartbeats.insert(), {"name": name, "last_seen_at": now, "alarmed": 0})
+                return False
+            if row["alarmed"] or now - row["last_seen_at"] <= self.config.heartbeat_timeout_seconds:
+                return False
+            conn.execute(update(heartbeats).where(heartbeats.c.name == name).values(alarmed=1))
+            self._audit(
+                conn,
+                "system",
+                "heartbeat:missing",
+                {},
+                {"name": name, "last_seen": iso(row["last_seen_at"])},
+                now,
+            )
+            self._enqueue_heartbeat(conn, name, row["last_seen_at"], True, now)
+            return True
+
+        return bool(self._tx(run))
+
+    def _enqueue_heartbeat(
+        self, conn: Connection, name: str, last_seen: float, missing: bool, now: float
+    ) -> int:
+        targets = targets_for(self.config, self.config.heartbeat_channels, (), "critical", now)
+        payload = {"kind": "heartbeat", "name": name, "missing": missing, "lastSeen": iso(last_seen)}
+        word = "missing" if missing else "restored"
+        sent = 0
+        for target in targets:
+            key = f"hb:{name}:{word}:{last_seen:.0f}:{target.key}"
+            sent += self._insert_outbox(conn, key, target, "heartbeat", None, None, payload, now)
+        return sent
 
     # --- audit ---------------------------------------------------------------------------------------------
 

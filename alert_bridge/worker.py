@@ -294,7 +294,8 @@ class Worker:
     def housekeeping(self) -> None:
         expired = self.bridge.expire_leases()
         sent = self.bridge.run_escalations()
-        if expired or sent:
+        alarmed = self.bridge.check_heartbeat()
+        if expired or sent or alarmed:
             self.poke()
         cfg = self.bridge.config
         due = (

@@ -300,3 +300,32 @@ def test_email_starttls_and_auth_with_password_file(tmp_path):
             assert len(smtp.messages) == 1
             [sent] = b.admin.get("/api/v1/deliveries", params={"channel": "email"}).json()
             assert sent["status"] == "delivered" and sent["log"][0]["result"] == "delivered"
+
+
+def test_dead_mans_switch_alarms_when_the_watchdog_stops(httpserver, sqlite_url):
+    hook = Receiver()
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(hook)
+    config = base_config(
+        channels={"hook": {"type": "webhook", "url": httpserver.url_for("/hook")}},
+        heartbeat={"alertname": "NovaCronWatchdog", "timeout_seconds": 1.5},
+    )
+    with inprocess_bridge(config, sqlite_url) as b:
+        watchdog = payload(
+            [alert("NovaCronWatchdog", severity="none")], group_key='{}:{alertname="NovaCronWatchdog"}'
+        )
+        for _ in range(3):
+            assert b.hook.post("/webhook/alertmanager", watchdog).status_code == 200
+            time.sleep(0.4)
+        assert hook.requests == [] and b.admin.alerts() == []  # the heartbeat is not an alert episode
+        assert 'novacron_bridge_heartbeat_last_seen_timestamp_seconds{alertname="NovaCronWatchdog"}' in (
+            b.admin.get("/metrics").text
+        )
+        # Silence: the bridge raises its own alarm, once.
+        wait(lambda: hook.requests, timeout=10)
+        time.sleep(1.5)
+        assert [x["type"] for x in hook.bodies()] == ["heartbeat"] and hook.bodies()[0]["missing"] is True
+        b.hook.post("/webhook/alertmanager", watchdog)
+        wait(lambda: len(hook.requests) == 2)
+        assert hook.bodies()[1]["missing"] is False
+        actions = [a["action"] for a in b.admin.get("/api/v1/audit").json()]
+        assert "heartbeat:missing" in actions and "heartbeat:restored" in actions

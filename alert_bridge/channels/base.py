@@ -81,6 +81,16 @@ def render_message(key: str, kind: str, recipient: str, payload: dict[str, Any],
             "Individual notifications are held back; see the incident.",
             f"Example: {payload['sample']['alertname']} {payload['sample']['labels']}",
         ]
+    elif kind == "heartbeat":
+        state = "MISSING" if payload["missing"] else "restored"
+        subject = (
+            f"{prefix} [{'FIRING' if payload['missing'] else 'RESOLVED'}] alerting heartbeat {state}".strip()
+        )
+        lines = [
+            f"The heartbeat alert {payload['name']} from Alertmanager is {state}.",
+            f"Last seen: {payload['lastSeen']}.",
+            "While it is missing, alerts may reach nobody: check Prometheus, Alertmanager and the bridge.",
+        ]
     elif kind == "test":
         subject = f"{prefix} test notification".strip()
         lines = [payload.get("text", "test")]
