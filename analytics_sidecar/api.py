@@ -188,7 +188,14 @@ class Api:
             for h in res.hosts.values()
             if not request.args.get("host") or h.host == request.args["host"]
         ]
-        tenants = [{"tenant": t.tenant, "cpu_cores": _bounds(t.cpu_forecast)} for t in res.tenants.values()]
+        tenants = [
+            {
+                "tenant": t.tenant,
+                "cpu_cores": _bounds(t.cpu_forecast),
+                "monthly_cost": {format_duration(h): v for h, v in sorted(t.cost_forecast.items())},
+            }
+            for t in res.tenants.values()
+        ]
         return self._envelope(res, "forecasts", {"vms": vms, "hosts": hosts, "tenants": tenants})
 
     def capacity(self, request: Request, res: Results) -> Response:

@@ -142,8 +142,13 @@ def vm_cost(
     rec_memory_bytes: float,
     idle: bool,
     host_capacity: tuple[float, float] | None,
+    cap_at_current: bool = True,
 ) -> VmCost | None:
-    """Current and right-sized monthly cost of one VM; None when the catalogue has no price for it."""
+    """Current and right-sized monthly cost of one VM; None when the catalogue has no price for it.
+
+    `cap_at_current=False` prices a size above the current one too (cost forecasts of a growing VM).
+    """
+    cap = min if cap_at_current else (lambda _now, target: target)
     provider = info.get("provider", "")
     if provider == "kvm":
         host = info.get("host", "")
@@ -156,7 +161,7 @@ def vm_cost(
             return price * 0.5 * (c / cpus + m / mem)
 
         now = share(vcpus, memory_bytes)
-        return VmCost(now, 0.0 if idle else min(now, share(rec_vcpus, rec_memory_bytes)))
+        return VmCost(now, 0.0 if idle else cap(now, share(rec_vcpus, rec_memory_bytes)))
     current = cat.instance_monthly(provider, info.get("instance_type", ""))
     if current is None:
         return None
@@ -164,4 +169,4 @@ def vm_cost(
         return VmCost(current, 0.0)
     fit = cat.cheapest_fit(provider, info.get("instance_type", ""), rec_vcpus, rec_memory_bytes)
     target = fit.hourly * cat.hours_per_month if fit else current
-    return VmCost(current, min(current, target))
+    return VmCost(current, cap(current, target))

@@ -39,6 +39,7 @@ class VmResult:
     recommendation: rightsizing.Recommendation | None
     forecasts: Mapping[str, Mapping[float, Bounds]]  # resource -> horizon seconds -> bounds
     cost: cost.VmCost | None
+    cost_forecast: Mapping[float, float]  # horizon -> monthly cost of the size the forecast upper bound needs
     efficiency: float | None
 
     @property
@@ -77,6 +78,7 @@ class TenantResult:
     monthly_cost: float
     rightsized_monthly_cost: float
     cpu_forecast: Mapping[float, Bounds]
+    cost_forecast: Mapping[float, float]
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,11 @@ class Engine:
             vm_cost = cost.vm_cost(
                 self.catalogue, labels, vcpus, memory, rec.vcpus, rec.memory_bytes, idle, host_cap
             )
+        cost_fc: dict[float, float] = {}
+        if vm_cost is not None and vcpus and memory:
+            cost_fc = self._cost_forecast(labels, vcpus, memory, forecasts, data)
         return VmResult(
+            cost_forecast=cost_fc,
             vm_id=vm,
             labels=labels,
             vcpus=vcpus,
@@ -235,6 +241,37 @@ class Engine:
             cost=vm_cost,
             efficiency=efficiency([(cpu_p95, vcpus), (mem_p95, memory)]),
         )
+
+    def _cost_forecast(
+        self,
+        labels: Mapping[str, str],
+        vcpus: float,
+        memory: float,
+        forecasts: Mapping[str, Mapping[float, Bounds]],
+        data: Mapping[str, Any],
+    ) -> dict[float, float]:
+        """What the VM will cost at each horizon if sized to its forecast's upper bound (no idle shortcut)."""
+        cpu_fc, mem_fc = forecasts.get("cpu_cores", {}), forecasts.get("memory_bytes", {})
+        host_cap = data.get("host_capacity", {}).get(labels.get("host", ""))
+        out: dict[float, float] = {}
+        for h in self.cfg.analysis.horizons:
+            if h not in cpu_fc or h not in mem_fc:
+                continue
+            need_cpu = max(1, math.ceil(cpu_fc[h][2] - 1e-9))
+            c = cost.vm_cost(
+                self.catalogue,
+                labels,
+                vcpus,
+                memory,
+                need_cpu,
+                mem_fc[h][2],
+                False,
+                host_cap,
+                cap_at_current=False,
+            )
+            if c is not None:
+                out[h] = c.rightsized_monthly
+        return out
 
     def _capacity(
         self, now: float, vms: Mapping[str, VmResult]
@@ -407,12 +444,17 @@ class Engine:
                 for h, bs in horizons.items()
             }
             costs = [r.cost for r in members if r.cost]
+            cost_fc: dict[float, float] = defaultdict(float)
+            for r in members:
+                for h, v in r.cost_forecast.items():
+                    cost_fc[h] += v
             out[tenant] = TenantResult(
                 tenant,
                 eff,
                 sum(c.monthly for c in costs),
                 sum(c.rightsized_monthly for c in costs),
                 cpu_fc,
+                dict(cost_fc),
             )
         return out
 

@@ -293,13 +293,20 @@ class WritebackCollector:
             "Sum of the tenant's VM CPU forecasts (bounds summed)",
             labels=["tenant", "horizon", "bound"],
         )
+        t_cost_fc = GaugeMetricFamily(
+            "novacron_tenant_cost_forecast_per_month",
+            "Monthly cost of the tenant's VMs sized to their forecast upper bounds at the horizon",
+            labels=["tenant", "currency", "horizon"],
+        )
         for t, r in sorted(res.tenants.items()):
+            for horizon, v in sorted(r.cost_forecast.items()):
+                t_cost_fc.add_metric([t, res.currency, format_duration(horizon)], v)
             if r.efficiency is not None:
                 t_eff.add_metric([t], r.efficiency)
             t_cost.add_metric([t, res.currency, "current"], r.monthly_cost)
             t_cost.add_metric([t, res.currency, "rightsized"], r.rightsized_monthly_cost)
             _add_forecasts(t_fc, [t], r.cpu_forecast)
-        yield from (t_eff, t_cost, t_fc)
+        yield from (t_eff, t_cost, t_fc, t_cost_fc)
         if res.consolidation is None:
             return
         c = res.consolidation

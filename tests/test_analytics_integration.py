@@ -492,3 +492,14 @@ def test_anomaly_detectors_ride_on_the_cycle(stack: dict) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     r = requests.get(f"{url}/api/v1/anomalies/incidents", headers=auth, timeout=10)
     assert r.status_code == 200 and r.json()["status"] == "success"
+
+
+def test_cost_forecast_follows_growth(stack: dict) -> None:
+    prom = stack["prom"]
+    # acme: m5.xlarge VMs priced from the catalogue; sized to the 7-day upper bound, the growing VM
+    # (1.3 -> 1.9 cores) still fits 2 vCPUs: the 7-day cost forecast is at least today's right-sized cost.
+    week = _value(prom, 'novacron_tenant_cost_forecast_per_month{tenant="acme",horizon="7d"}')
+    hour = _value(prom, 'novacron_tenant_cost_forecast_per_month{tenant="acme",horizon="1h"}')
+    rightsized = _value(prom, 'novacron_tenant_cost_per_month{tenant="acme",scenario="rightsized"}')
+    assert week >= hour > 0
+    assert hour >= rightsized - 0.192 * 730  # the idle VM is counted at its size, not deleted
