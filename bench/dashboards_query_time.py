@@ -430,9 +430,7 @@ def main() -> int:
         f"{args.repeat} cold loads each (queries run one after another); 1-minute load average "
         f"{load_before:.1f} before, {load_after:.1f} after, on {os.cpu_count()} cores\n"
     )
-    print(
     print("| dashboard | range | queries (no data) | min | median | max | slowest query | median vs 1 s |")
-    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         slow_s, slow_name = row["slowest"]
