@@ -45,6 +45,8 @@ class DetectorParams:
     short_window: int = 10  # likelihood: mean of the recent raw scores ...
     history: int = 2000  # ... against this many past raw scores
     learning: int = 300  # no likelihood before this many points
+    mean_floor: float = 0.03  # likelihood: lower bounds of the history's mean and variance
+    var_floor: float = 0.0003
     threshold: float = 0.5  # declared alarm threshold of the final score
     suppress: int = 150  # points after an alarm during which no new alarm is raised
     seed: int = 7
@@ -139,7 +141,11 @@ class _Likelihood:
     sums are recomputed exactly each time the ring wraps so that rounding never accumulates.
     """
 
-    def __init__(self, short: int, history: int, learning: int) -> None:
+    def __init__(
+        self, short: int, history: int, learning: int, mean_floor: float = 0.03, var_floor: float = 0.0003
+    ) -> None:
+        self.mean_floor = mean_floor
+        self.var_floor = var_floor
         self.short: deque[float] = deque(maxlen=short)
         self.hist = array("d")
         self.size = history
@@ -156,8 +162,9 @@ class _Likelihood:
         n = len(self.hist)
         score = 0.0
         if self.seen > self.learning and n > 1:
-            mean = max(self.sum / n, 0.03)
-            var = max(self.sumsq / n - (self.sum / n) ** 2, 0.0003)
+            # Floors as in Numenta's estimator: a nearly silent history must not make every blip "red".
+            mean = max(self.sum / n, self.mean_floor)
+            var = max(self.sumsq / n - (self.sum / n) ** 2, self.var_floor)
             likelihood = 1.0 - _tail(avg, mean, math.sqrt(var))
             score = math.log(1.0000000001 - likelihood) / LOG_LIKELIHOOD_DENOM
         if n < self.size:
@@ -203,7 +210,9 @@ class AnomalyDetector:
             n_trees=p.hst_trees, height=p.hst_height, window_size=p.hst_window, seed=p.seed
         )
         self.hst_roll = _Rolling(p.window, p.mad_every)
-        self.likelihood = {k: _Likelihood(p.short_window, p.history, p.learning) for k in p.use}
+        self.likelihood = {
+            k: _Likelihood(p.short_window, p.history, p.learning, p.mean_floor, p.var_floor) for k in p.use
+        }
         self.n = 0
         self.last_t: float | None = None
         self.last_x: float | None = None
