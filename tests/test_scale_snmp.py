@@ -1,0 +1,99 @@
+"""SNMP: the project's generated module (stack/snmp_module.py) in the Debian prometheus-snmp-exporter 0.21,
+against a real net-snmp `snmpd` on a free UDP port of 127.0.0.1 with a test community; bad specs exit 2."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from stack.processes import ManagedProcess, free_port, wait_until
+from stack.snmp_module import generate
+
+REPO = Path(__file__).resolve().parent.parent
+SPEC = REPO / "deploy" / "snmp" / "oids.yml"
+COMMUNITY = "novacron-test-ro"
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(url: str) -> dict[str, list]:
+    text = requests.get(url, timeout=20).text
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def test_generated_module_scrapes_a_real_snmpd(tmp_path: Path) -> None:
+    udp = _free_udp_port()
+    conf = tmp_path / "snmpd.conf"
+    conf.write_text(f"agentAddress udp:127.0.0.1:{udp}\nrocommunity {COMMUNITY} 127.0.0.1\n")
+    snmp_yml = tmp_path / "snmp.yml"
+    snmp_yml.write_text(
+        yaml.safe_dump(generate(yaml.safe_load(SPEC.read_text()), COMMUNITY), sort_keys=False)
+    )
+    port = free_port()
+    snmpd = ManagedProcess(
+        "snmpd",
+        ["/usr/sbin/snmpd", "-f", "-C", "-c", str(conf), "-Lo", "-p", str(tmp_path / "snmpd.pid")],
+        tmp_path / "snmpd.log",
+        env={"SNMP_PERSISTENT_DIR": str(tmp_path / "snmp-state"), "MIBS": ""},
+    )
+    exporter = ManagedProcess(
+        "snmp-exporter",
+        [
+            "/usr/bin/prometheus-snmp-exporter",
+            f"--config.file={snmp_yml}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp_path / "snmp-exporter.log",
+        ready_url=f"http://127.0.0.1:{port}/metrics",
+    )
+    url = f"http://127.0.0.1:{port}/snmp?module=novacron_host&target=127.0.0.1:{udp}"
+    with snmpd.start(), exporter.start():
+        assert wait_until(lambda: "memTotalReal" in _scrape(url), timeout=20), snmpd.log_tail()
+        got = _scrape(url)
+        lo = [s for s in got["ifHCInOctets"] if s.labels.get("ifDescr") == "lo"]
+        assert lo and lo[0].labels["ifName"] == "lo" and lo[0].value >= 0
+        assert got["memTotalReal"][0].value > 0
+        assert {s.labels["laNames"] for s in got["laLoadInt"]} == {"Load-1", "Load-5", "Load-15"}
+        assert got["hrStorageSize"] and all("hrStorageDescr" in s.labels for s in got["hrStorageSize"])
+        assert got["sysUpTime"][0].value > 0
+        assert got["snmp_scrape_pdus_returned"][0].value > 20
+        # A wrong community gets nothing: the agent stays silent and the scrape fails.
+        wrong = requests.get(url.replace("novacron_host", "wrong_community"), timeout=20)
+        assert "memTotalReal" not in wrong.text
+
+
+def test_bad_spec_exits_2_naming_the_key(tmp_path: Path) -> None:
+    spec = yaml.safe_load(SPEC.read_text())
+    spec["modules"]["novacron_host"]["metrics"][0]["oid"] = "iso.3.6"
+    bad = tmp_path / "oids.yml"
+    bad.write_text(yaml.safe_dump(spec))
+    (tmp_path / "community").write_text(COMMUNITY)
+    result = subprocess.run(
+        [sys.executable, "-m", "stack.snmp_module", str(bad), f"--community-file={tmp_path / 'community'}"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "modules.novacron_host.metrics[0].oid" in result.stderr
+    assert COMMUNITY not in result.stderr
+
+
+@pytest.mark.parametrize("metric", ["ifHCInOctets", "hrStorageUsed", "laLoadInt"])
+def test_shipped_snmp_yml_matches_the_spec(metric: str) -> None:
+    shipped = yaml.safe_load((REPO / "deploy" / "snmp" / "snmp.yml").read_text())
+    regenerated = generate(yaml.safe_load(SPEC.read_text()), shipped["novacron_host"]["auth"]["community"])
+    assert shipped == regenerated
+    assert metric in {m["name"] for m in shipped["novacron_host"]["metrics"]}
