@@ -54,10 +54,16 @@ def _read(path: Path) -> str | None:
 
 def cmd_lint(args: argparse.Namespace) -> int:
     from dashboards.lint import lint_all
-    from dashboards.schema import validate
+    from dashboards.schema import schema_dir, validate
 
     built = _built(args.tenant)
     problems = lint_all(b.model for b in built)
+    if not args.no_schema and not (schema_dir() / "dashboard.jsonschema.json").is_file():
+        print(
+            f"{PROG}: no Grafana JSON schemas in {schema_dir()} (set NOVACRON_GRAFANA_SCHEMAS)",
+            file=sys.stderr,
+        )
+        return 2
     if not args.no_schema:
         for item in built:
             problems.extend(validate(item.model))

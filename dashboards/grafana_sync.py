@@ -67,7 +67,10 @@ class Drift:
 
 
 def normalise(model: dict[str, Any]) -> str:
-    return json.dumps({k: v for k, v in model.items() if k not in VOLATILE}, indent=2, sort_keys=True)
+    """Comparable text, without what Grafana bumps on save or stamps on panels (pluginVersion)."""
+    clean = {k: v for k, v in model.items() if k not in VOLATILE}
+    clean["panels"] = [{k: v for k, v in p.items() if k != "pluginVersion"} for p in clean.get("panels", [])]
+    return json.dumps(clean, indent=2, sort_keys=True)
 
 
 def fetch(api: GrafanaApi, uid: str) -> dict[str, Any] | None:

@@ -168,3 +168,21 @@ def test_unreachable_grafana_fails_cleanly(capsys) -> None:  # type: ignore[no-u
 
     assert main(["pull", "--url", f"http://127.0.0.1:{free_port()}"]) == 3
     assert "Grafana request failed" in capsys.readouterr().err
+
+
+def test_pull_ignores_what_grafana_stamps_on_save(grafana) -> None:  # type: ignore[no-untyped-def]
+    fake, url = grafana
+    api = connect(url)
+    built = build_all()
+    push(api, built)
+    for saved in fake.dashboards.values():
+        for panel in saved["dashboard"]["panels"]:
+            panel["pluginVersion"] = "11.6.0"
+    assert pull(api, built)[0] == []
+
+
+def test_lint_without_schemas_exits_2(monkeypatch, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("NOVACRON_GRAFANA_SCHEMAS", str(tmp_path))
+    assert main(["lint"]) == 2
+    assert "NOVACRON_GRAFANA_SCHEMAS" in capsys.readouterr().err
+    assert main(["lint", "--no-schema"]) == 0
