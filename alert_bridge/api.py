@@ -22,7 +22,8 @@ from alert_bridge.lifecycle import InvalidTransition
 from alert_bridge.metrics import BridgeMetrics
 from alert_bridge.openapi import openapi_document
 from alert_bridge.payload import PayloadError, parse_notification, parse_time
-from alert_bridge.service import Bridge, NotFound, StorageUnavailable
+from alert_bridge.service import Bridge, NotFound, StorageUnavailable, user_view
+from exporters.common.config import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -387,6 +388,29 @@ def create_app(ctx: AppContext) -> Flask:
             raise ApiError(503, f"Alertmanager: {exc}") from None
         bridge.audit_event(principal().name, "silence:expired", {"silence_id": silence_id})
         return jsonify({"status": "success"})
+
+    # --- users' own preferences -----------------------------------------------------------------------------
+
+    def _may_edit(name: str) -> None:
+        who = principal()
+        if who.role != "admin" and who.name != name:
+            raise ApiError(403, "only an admin or the user's own token (token name = user name) may do this")
+
+    @app.get("/api/v1/users")
+    @requires("viewer")
+    def users_list() -> Response:
+        return jsonify([user_view(p) for p in bridge.user_preferences().values()])
+
+    @app.put("/api/v1/users/<name>/preferences")
+    @requires("viewer")
+    def user_prefs_put(name: str) -> Response:
+        _may_edit(name)
+        body = _json_body()
+        try:
+            prefs = bridge.set_user_preferences(name, body, principal().name)
+        except ConfigError as exc:
+            raise ApiError(400, str(exc)) from None
+        return jsonify(user_view(prefs))
 
     # --- tokens --------------------------------------------------------------------------------------------
 

@@ -348,21 +348,25 @@ _USER_KEYS = {"email", "phone", "channels", "min_severity", "quiet_hours"}
 
 
 def _users(section: Mapping[str, Any], channels: Mapping[str, ChannelConfig]) -> dict[str, UserPrefs]:
-    out: dict[str, UserPrefs] = {}
-    for name, raw in section.items():
-        key = f"users.{name}"
-        if not isinstance(raw, Mapping):
-            raise ConfigError(key, "must be a mapping")
-        check_keys(raw, _USER_KEYS, key)
-        out[str(name)] = UserPrefs(
-            name=str(name),
-            email=raw.get("email"),
-            phone=raw.get("phone"),
-            channels=_names(raw, "channels", f"{key}.channels", channels),
-            min_severity=_severity(raw, "min_severity", f"{key}.min_severity", "info"),
-            quiet_hours=_window(raw, "quiet_hours", f"{key}.quiet_hours"),
-        )
-    return out
+    return {str(name): parse_user(str(name), raw, channels, f"users.{name}") for name, raw in section.items()}
+
+
+def parse_user(name: str, raw: Any, channels: Mapping[str, ChannelConfig], key: str) -> UserPrefs:
+    """One person's preferences (config file or the self-service API); errors name the key."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key, "must be a mapping")
+    check_keys(raw, _USER_KEYS, key)
+    for field_name in ("email", "phone"):
+        if raw.get(field_name) is not None and not isinstance(raw.get(field_name), str):
+            raise ConfigError(f"{key}.{field_name}", "must be a string")
+    return UserPrefs(
+        name=name,
+        email=raw.get("email"),
+        phone=raw.get("phone"),
+        channels=_names(raw, "channels", f"{key}.channels", channels),
+        min_severity=_severity(raw, "min_severity", f"{key}.min_severity", "info"),
+        quiet_hours=_window(raw, "quiet_hours", f"{key}.quiet_hours"),
+    )
 
 
 _POLICY_KEYS = {

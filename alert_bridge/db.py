@@ -173,6 +173,17 @@ heartbeats = Table(
 )
 
 
+# Self-service overrides of a configured user's preferences (JSON, same keys as `users.<name>` in config).
+user_prefs = Table(
+    "user_prefs",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("prefs", Text, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("updated_by", String(128), nullable=False),
+)
+
+
 class Database:
     """An engine plus a write lock that serialises writers on SQLite (one writer at a time anyway)."""
 

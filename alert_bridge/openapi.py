@@ -115,6 +115,19 @@ def openapi_document() -> dict[str, Any]:
                         "comment": {"type": "string"},
                     },
                 },
+                "Preferences": {
+                    "type": "object",
+                    "properties": {
+                        "channels": {"type": "array", "items": {"type": "string"}},
+                        "min_severity": {"enum": ["none", "info", "warning", "error", "critical", "page"]},
+                        "quiet_hours": {
+                            "type": ["string", "null"],
+                            "pattern": "^\\d{1,2}:\\d{2}-\\d{1,2}:\\d{2}$",
+                        },
+                        "email": {"type": "string"},
+                        "phone": {"type": "string"},
+                    },
+                },
                 "TestSend": {"type": "object", "properties": {"recipient": {"type": "string"}}},
                 "Token": {
                     "type": "object",
@@ -223,6 +236,15 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op("Create a token (shown once)", "admin", body="Token", ok="201"),
             },
             "/api/v1/tokens/{id}": {"delete": _op("Revoke a token", "admin", alert_id)},
+            "/api/v1/users": {"get": _op("Users with their effective preferences", "viewer")},
+            "/api/v1/users/{name}/preferences": {
+                "put": _op(
+                    "Set a user's channels, min_severity, quiet_hours, email, phone (admin or own token)",
+                    "viewer",
+                    [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+                    "Preferences",
+                )
+            },
             "/api/v1/ui-links": {
                 "post": _op("A signed web UI sign-in link, valid 120 s", "viewer", ok="201")
             },

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,23 +62,29 @@ def user_targets(config: BridgeConfig, user: UserPrefs, severity: str, now: floa
 
 
 def targets_for(
-    config: BridgeConfig, channels: tuple[str, ...], users: tuple[str, ...], severity: str, now: float
+    config: BridgeConfig,
+    channels: tuple[str, ...],
+    users: tuple[str, ...],
+    severity: str,
+    now: float,
+    prefs: Mapping[str, UserPrefs] | None = None,
 ) -> list[Target]:
     """Channel targets plus each user's personal targets, without duplicates, in a stable order."""
     seen: dict[str, Target] = {}
     for name in channels:
         seen.setdefault(f"{name}|", Target(name))
     for user in users:
-        for target in user_targets(config, config.users[user], severity, now):
+        person = (prefs or {}).get(user) or config.users[user]
+        for target in user_targets(config, person, severity, now):
             seen.setdefault(target.key, target)
     return list(seen.values())
 
 
 def initial_targets(
-    config: BridgeConfig, labels: dict[str, str], now: float
+    config: BridgeConfig, labels: dict[str, str], now: float, prefs: Mapping[str, UserPrefs] | None = None
 ) -> tuple[Policy | None, list[Target]]:
     policy = select_policy(config, labels, now)
     severity = labels.get("severity", "")
     if policy is None:
-        return None, targets_for(config, config.default_channels, (), severity, now)
-    return policy, targets_for(config, policy.channels, policy.users, severity, now)
+        return None, targets_for(config, config.default_channels, (), severity, now, prefs)
+    return policy, targets_for(config, policy.channels, policy.users, severity, now, prefs)

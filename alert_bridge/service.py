@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from alert_bridge import lifecycle as lc
-from alert_bridge.config import BridgeConfig, Policy, severity_rank
+from alert_bridge.config import BridgeConfig, Policy, UserPrefs, parse_user, severity_rank
 from alert_bridge.db import (
     Database,
     alerts,
@@ -30,11 +30,15 @@ from alert_bridge.db import (
     maintenance,
     notes,
     outbox,
+    user_prefs,
 )
 from alert_bridge.payload import IncomingAlert, Notification
 from alert_bridge.routing import Target, initial_targets, targets_for
+from exporters.common.config import ConfigError
 
 log = logging.getLogger(__name__)
+
+PREFS_CACHE_SECONDS = 5.0
 
 # Hot-path statements built once: SQLAlchemy then reuses their compiled form and cache key.
 _LATEST = select(alerts).where(alerts.c.fingerprint == bindparam("fp")).order_by(alerts.c.id.desc()).limit(1)
@@ -95,6 +99,8 @@ class Bridge:
         self.alertmanager = alertmanager  # AlertmanagerClient or None
         self.on_reconcile_request: Callable[[], None] | None = None
         self._buffer = threading.local()
+        self._prefs: dict[str, UserPrefs] = {}
+        self._prefs_loaded = -PREFS_CACHE_SECONDS
 
     # --- transactions --------------------------------------------------------------------------------------
 
@@ -262,7 +268,7 @@ class Bridge:
         self, conn: Connection, a: IncomingAlert, group_key: str, actor: str, now: float, result: IntakeResult
     ) -> None:
         incident_id, stormed = self._attach_incident(conn, a, group_key, now, result)
-        policy, targets = initial_targets(self.config, a.labels, now)
+        policy, targets = initial_targets(self.config, a.labels, now, self.user_preferences())
         state = lc.SUPPRESSED if a.silenced else lc.FIRING
         routes = {"policy": policy.name if policy else None, "targets": [t.__dict__ for t in targets]}
         values = {
@@ -483,7 +489,7 @@ class Bridge:
         bucket: int,
         now: float,
     ) -> int:
-        _policy, targets = initial_targets(self.config, a.labels, now)
+        _policy, targets = initial_targets(self.config, a.labels, now, self.user_preferences())
         payload = {
             "kind": "storm",
             "incident": {"id": incident["id"], "title": incident["title"], "key": incident["key"]},
@@ -794,7 +800,9 @@ class Bridge:
         severity = row["severity"]
         while level < len(policy.escalation) and elapsed >= policy.escalation[level].after_minutes * 60:
             step = policy.escalation[level]
-            targets = targets_for(self.config, step.channels, step.users, severity, now)
+            targets = targets_for(
+                self.config, step.channels, step.users, severity, now, self.user_preferences()
+            )
             sent += self._enqueue(conn, row, targets, f"escalation{level + 1}", now)
             self._audit(conn, "system", "escalated", row, {"level": level + 1, "targets": len(targets)}, now)
             level += 1
@@ -824,6 +832,55 @@ class Bridge:
         if policy.repeat_minutes:
             times.append(created + (repeats + 1) * policy.repeat_minutes * 60)
         return max(min(times), now) if times else None
+
+    # --- user preferences (self-service overrides of the config) ----------------------------------------
+
+    def user_preferences(self) -> dict[str, UserPrefs]:
+        """Config users with their stored overrides; re-read at most every 5 s (shared by replicas)."""
+        if time.monotonic() - self._prefs_loaded < PREFS_CACHE_SECONDS:
+            return self._prefs
+        merged = dict(self.config.users)
+        with self.db.read() as conn:
+            for row in conn.execute(select(user_prefs)).mappings():
+                if row["name"] in merged:
+                    try:
+                        raw = json.loads(row["prefs"])
+                        merged[row["name"]] = parse_user(row["name"], raw, self.config.channels, "prefs")
+                    except (
+                        ValueError,
+                        ConfigError,
+                    ) as exc:  # config changed under stored prefs: keep config's
+                        log.warning("stored preferences of %s ignored: %s", row["name"], exc)
+        self._prefs, self._prefs_loaded = merged, time.monotonic()
+        return merged
+
+    def set_user_preferences(self, name: str, raw: dict[str, Any], actor: str) -> UserPrefs:
+        """Validate like the config file (ConfigError names the field), store, audit."""
+        if name not in self.config.users:
+            raise NotFound(f"no user {name!r} in the configuration")
+        base = self.config.users[name]
+        current = {
+            "email": base.email,
+            "phone": base.phone,
+            "channels": list(base.channels),
+            "min_severity": base.min_severity,
+            "quiet_hours": user_view(base)["quiet_hours"],
+        }
+        merged = {k: v for k, v in {**current, **raw}.items() if v is not None}
+        prefs = parse_user(name, merged, self.config.channels, "preferences")
+
+        def run(conn: Connection) -> None:
+            now = self.clock()
+            conn.execute(delete(user_prefs).where(user_prefs.c.name == name))
+            conn.execute(
+                user_prefs.insert(),
+                {"name": name, "prefs": dumps(merged), "updated_at": now, "updated_by": actor},
+            )
+            self._audit(conn, actor, "user:preferences", {}, {"user": name, "preferences": merged}, now)
+
+        self._tx(run)
+        self._prefs_loaded = -PREFS_CACHE_SECONDS
+        return prefs
 
     # --- dead man's switch ------------------------------------------------------------------------------
 
@@ -1012,3 +1069,15 @@ def _safe(action: Callable[[], None]) -> None:
         action()
     except Exception as exc:  # side effects after commit (AM silences) must not fail the request
         log.warning("post-commit action failed: %s", type(exc).__name__)
+
+
+def user_view(prefs: UserPrefs) -> dict[str, Any]:
+    window = prefs.quiet_hours
+    return {
+        "name": prefs.name,
+        "email": prefs.email,
+        "phone": prefs.phone,
+        "channels": list(prefs.channels),
+        "min_severity": prefs.min_severity,
+        "quiet_hours": f"{window.start:%H:%M}-{window.end:%H:%M}" if window else None,
+    }

@@ -162,3 +162,52 @@ def test_lease_expiry_and_metrics(tmp_path):
             assert name in text
         spec = b.admin.get("/openapi.json").json()
         assert spec["openapi"].startswith("3.") and "/webhook/alertmanager" in spec["paths"]
+
+
+def test_users_set_their_own_thresholds(tmp_path, smtp_server):
+    channels = _email_channel(smtp_server)
+    config = base_config(
+        channels=channels,
+        users={"alice": {"email": "alice@example.org", "channels": ["email"], "min_severity": "critical"}},
+        routing={
+            "default_channels": [],
+            "policies": [{"name": "team", "match": {"team": "db"}, "users": ["alice"]}],
+        },
+    )
+    with inprocess_bridge(config, f"sqlite:///{tmp_path / 'b.db'}") as b:
+        from alert_bridge.testing import Client
+
+        alice = Client(
+            b.url, b.admin.post("/api/v1/tokens", {"name": "alice", "role": "viewer"}).json()["token"]
+        )
+        bob = Client(
+            b.url, b.admin.post("/api/v1/tokens", {"name": "bob", "role": "operator"}).json()["token"]
+        )
+        b.hook.post(
+            "/webhook/alertmanager", payload([alert("Slow", team="db", severity="warning")], group_key="a")
+        )
+        b.hook.post(
+            "/webhook/alertmanager", payload([alert("Down", team="db", severity="critical")], group_key="b")
+        )
+        smtp_server.wait_for(lambda m: "Down" in m["Subject"])
+        # The custom threshold: alice lowers hers to warning, herself; bob may not change hers.
+        assert bob.session.put(f"{b.url}/api/v1/users/alice/preferences", json={}).status_code == 403
+        bad = alice.session.put(f"{b.url}/api/v1/users/alice/preferences", json={"channels": ["pager"]})
+        assert bad.status_code == 400 and "preferences.channels" in bad.json()["error"]
+        resp = alice.session.put(f"{b.url}/api/v1/users/alice/preferences", json={"min_severity": "warning"})
+        assert resp.status_code == 200 and resp.json()["min_severity"] == "warning"
+        assert resp.json()["email"] == "alice@example.org"
+        b.hook.post(
+            "/webhook/alertmanager", payload([alert("Slower", team="db", severity="warning")], group_key="c")
+        )
+        smtp_server.wait_for(lambda m: "Slower" in m["Subject"])
+        assert all(
+            "Slow]" not in m["Subject"] and not m["Subject"].endswith("Slow on somewhere")
+            for m in smtp_server.messages
+        )
+        assert [m["To"] for m in smtp_server.messages] == ["alice@example.org", "alice@example.org"]
+        assert any(
+            a["action"] == "user:preferences" and a["actor"] == "alice"
+            for a in b.admin.get("/api/v1/audit").json()
+        )
+        assert b.admin.get("/api/v1/users").json()[0]["min_severity"] == "warning"
