@@ -338,7 +338,7 @@ class Engine:
         return hosts, pools
 
     def _mine(self, host: str) -> bool:
-        return self.cfg.shard.count == 1 or shard_of(host, self.cfg.shard.count) == self.cfg.shard.index
+        return self.cfg.shard.count == 1 or self.cfg.shard.owns(shard_of(host, self.cfg.shard.count))
 
     def _neighbours(self, vms: Mapping[str, VmResult], cpu: Mapping[str, Series]) -> list[Neighbour]:
         step = self.cfg.analysis.step
@@ -363,7 +363,7 @@ class Engine:
     ) -> ConsolidationResult | None:
         """Pack KVM VMs at their recommended sizes; with shards, shard 0 reads every shard's results back."""
         cfg = self.cfg
-        if cfg.shard.count > 1 and cfg.shard.index != 0:
+        if cfg.shard.count > 1 and not cfg.shard.owns(0):  # share 0's owner (or its adopter) plans
             return None
         kvm = {vm: r for vm, r in vms.items() if r.labels.get("provider") == "kvm" and r.host}
         sizes: dict[str, tuple[float, float]] = {

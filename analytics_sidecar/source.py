@@ -129,6 +129,14 @@ class PromSource:
                     continue
                 vals = np.array(r["values"], dtype=float).reshape(-1, 2)
                 parts.setdefault(k, []).append((vals[:, 0], vals[:, 1]))
+        # The grid is aligned on multiples of `step` (so chunks cache); the point at `end` itself is read by
+        # an instant query, so a VM started a minute ago is analysed now, not at the next grid point.
+        if end % self.step:
+            for r in self._call(self.client.custom_query, query, {"time": f"{end:.3f}"}):
+                k = _key(r["metric"], key)
+                if k is not None:
+                    t, v = float(r["value"][0]), float(r["value"][1])
+                    parts.setdefault(k, []).append((np.array([t]), np.array([v])))
         self._evict(start)
         out: dict[Any, Series] = {}
         for k, chunks in parts.items():
