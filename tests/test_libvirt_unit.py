@@ -458,3 +458,36 @@ def test_overlapping_scrapes_share_one_libvirt_round(tmp_path: Path) -> None:
     assert conn.bulk_calls == 1
     target.scrape(5)  # a later scrape asks libvirt again
     assert conn.bulk_calls == 2
+
+
+class _HungDaemon:
+    """A libvirtd that accepted the connection and then stopped answering (SIGSTOP, deadlock)."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    def isAlive(self) -> bool:  # local in libvirt: the client's view of its socket
+        return True
+
+    def __getattr__(self, attr: str) -> Any:
+        def hang(*_args: Any) -> Any:
+            self.release.wait()
+            raise libvirt.libvirtError("released")
+
+        return hang
+
+
+def test_a_hung_libvirtd_or_connect_is_up_zero_within_the_deadline() -> None:
+    release = threading.Event()
+    hung_conn = Target("qemu+ssh://hung/system", DEFAULT_GROUPS, opener=lambda _uri: _HungDaemon(release))
+    hung_open = Target("qemu+ssh://hung/system", DEFAULT_GROUPS, opener=lambda _uri: release.wait(60))
+    try:
+        for target in (hung_conn, hung_open, hung_conn, hung_open):
+            started = time.monotonic()
+            snapshot = target.scrape(0.5)
+            assert time.monotonic() - started < 1.5
+            assert not snapshot.up and "in time" in snapshot.error
+        # The hung open is waited for again, not started once per scrape.
+        assert hung_open.pool.busy() == 1
+    finally:
+        release.set()

@@ -98,6 +98,7 @@ class Target:
         self._opened_once = False
         self._last_error = ""
         self._flight: Future[Snapshot] | None = None
+        self._opening: Future[Any] | None = None
         self._flight_lock = threading.Lock()
 
     def scrape(self, timeout: float) -> Snapshot:
@@ -154,6 +155,10 @@ class Target:
     def close(self) -> None:
         with self._lock:
             self._drop()
+            if self._opening is not None:
+                # A connection still being opened must not leak: close it when it arrives.
+                self._opening.add_done_callback(_close_late)
+                self._opening = None
 
     # -- connection --------------------------------------------------------------------------------------
 
@@ -161,19 +166,27 @@ class Target:
         if self._conn is not None and not self._closed_by_libvirt:
             return self._conn
         self._drop()
-        future = self.pool.submit(self.opener, self.uri)
+        # An open still hanging from an earlier scrape is waited for again, not started a second time.
+        future = self._opening
+        if future is None:
+            future = self._opening = self.pool.submit(self._open_and_arm)
         try:
             conn = future.result(timeout=deadline.left())
         except TimeoutError:
-            # A late connection must not leak: close it when it finally arrives.
-            future.add_done_callback(_close_late)
             raise TimeoutError(f"opening {self.uri} did not finish in time") from None
-        self._arm(conn)
+        finally:
+            if future.done():
+                self._opening = None
         if self._opened_once:
             self.counters.reconnects += 1
             log.info("reconnected to %s", self.uri)
         self._opened_once = True
         self._conn = conn
+        return conn
+
+    def _open_and_arm(self) -> Any:
+        conn = self.opener(self.uri)
+        self._arm(conn)
         return conn
 
     def _arm(self, conn: Any) -> None:
