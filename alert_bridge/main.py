@@ -25,6 +25,7 @@ from alert_bridge.worker import Worker
 from exporters.common.cli import LOG_LEVELS, setup_logging
 from exporters.common.config import ConfigError, exit_config_error, load_yaml_mapping
 from exporters.common.web import parse_listen_address
+from exporters.common.webconfig import load_web_config
 
 log = logging.getLogger("alert_bridge")
 PROG = "novacron-alert-bridge"
@@ -45,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--storage.path", dest="storage_path", default="data/alert-bridge", help="data folder"
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="exporter-toolkit web config for TLS (tls_server_config); the API itself uses bearer tokens",
     )
     parser.add_argument("--log.level", dest="log_level", default="info", choices=LOG_LEVELS)
     parser.add_argument(
@@ -104,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log line per webhook call
     try:
         config = load_config(args.config_file)
+        web = load_web_config(args.web_config_file)
+        if web.users:
+            raise ConfigError(
+                "basic_auth_users", "not supported by the bridge: it authenticates with API tokens"
+            )
         host, port = parse_listen_address(args.listen_address)
     except ConfigError as err:
         exit_config_error(PROG, err)
@@ -121,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # cannot reach or migrate the store: say so without a trace, exit non-zero
         log.error("cannot open storage: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200])
         return 1
-    server = make_server(host, port, service.app, threaded=True)  # type: ignore[arg-type]
+    server = make_server(host, port, service.app, threaded=True, ssl_context=web.ssl_context())  # type: ignore[arg-type]
     if args.worker:
         service.worker.start()
     _install_signals(server)

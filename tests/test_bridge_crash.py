@@ -133,3 +133,61 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
         timeout=60,
     )
     assert result.returncode == 2 and "storage.url" in result.stderr
+
+
+def test_tls_from_web_config_file(tmp_path):
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    web = tmp_path / "web.yml"
+    web.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": str(cert), "key_file": str(key)}}))
+    proc = bridge_process(tmp_path / "tls", {}, f"sqlite:///{tmp_path / 'b.db'}")
+    proc.argv = [*proc.argv, f"--web.config.file={web}"]
+    proc.ready_url = None
+    url = proc.url.replace("http://", "https://")
+    with proc.start():
+        ok = wait(lambda: _get(f"{url}/healthz", cert), timeout=30)
+        assert ok.json() == {"status": "ok"}
+        resp = requests.get(
+            f"{url}/api/v1/alerts",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+            verify=str(cert),
+            timeout=5,
+        )
+        assert resp.status_code == 200
+    bad = tmp_path / "bad-web.yml"
+    bad.write_text(yaml.safe_dump({"basic_auth_users": {"x": "$2b$10$abc"}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "alert_bridge.main", f"--web.config.file={bad}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "basic_auth_users" in result.stderr
+
+
+def _get(url: str, cert) -> requests.Response | None:
+    try:
+        return requests.get(url, verify=str(cert), timeout=2)
+    except requests.RequestException:
+        return None
