@@ -327,6 +327,9 @@ def _shard_services(
         for job in config["scrape_configs"]:
             if job["job_name"] == "prometheus":
                 job["static_configs"] = [{"targets": [f"{host}:{ports[f'prometheus-{i}']}"]}]
+        # ... and its peer, so a dead shard is noticed (NovaCronScalePrometheusShardDown).
+        peer = {"targets": [f"{host}:{ports[f'prometheus-{1 - i}']}"]}
+        config["scrape_configs"].append({"job_name": "prometheus-peers", "static_configs": [peer]})
         (pdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
         out.append(
             Service(
