@@ -87,6 +87,8 @@ def _libvirt_services(cfg: StackConfig, host: str) -> tuple[list[Service], list[
         )
     for i, (label, uri) in enumerate(uris):
         p = port + i
+        # Test-driver hosts would all report this machine's hostname: name each demo host itself.
+        hostname = [] if label == "system" else [f"--libvirt.hostname={label}"]
         services.append(
             Service(
                 name=f"libvirt-exporter-{label}",
@@ -96,6 +98,7 @@ def _libvirt_services(cfg: StackConfig, host: str) -> tuple[list[Service], list[
                     _bin("novacron-libvirt-exporter"),
                     f"--libvirt.uri={uri}",
                     f"--web.listen-address={host}:{p}",
+                    *hostname,
                 ],
                 description=f"libvirt exporter ({uri})",
             )

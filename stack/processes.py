@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import requests
 
@@ -81,7 +82,7 @@ class ManagedProcess:
     url: str = ""  # where the process serves, for callers; not used to manage it
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
-    def start(self, ready_timeout: float = 30.0) -> ManagedProcess:
+    def start(self, ready_timeout: float = 30.0) -> Self:
         binary = self.argv[0]
         if os.sep not in binary and not _which(binary):
             raise ProcessError(
@@ -143,7 +144,7 @@ class ManagedProcess:
         except OSError:
             return ""
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self) -> Self:
         return self.start() if self.proc is None else self
 
     def __exit__(self, *exc: object) -> None:

@@ -80,6 +80,10 @@ def test_up_brings_every_target_up_then_down_stops_everything(tmp_path: Path) ->
             f"{prom}/api/v1/query", params={"query": "count(novacron_vm_info)"}, timeout=5
         ).json()
         assert float(vms["data"]["result"][0]["value"][1]) >= 20
+        hosts = requests.get(
+            f"{prom}/api/v1/query", params={"query": "count by (host) (novacron_vm_info)"}, timeout=5
+        ).json()["data"]["result"]
+        assert {"kvm00", "kvm01"} <= {h["metric"]["host"] for h in hosts}  # each demo host named itself
         down = subprocess.run([*base, "down"], capture_output=True, text=True, timeout=60)
         assert down.returncode == 0, down.stdout + down.stderr
         out, _ = up.communicate(timeout=60)

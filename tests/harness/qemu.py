@@ -99,6 +99,8 @@ class QemuGuest:
         return int(self.domain.state()[0])
 
     def __exit__(self, *exc: object) -> None:
+        # A libvirtd restart during the test leaves the old connection looking alive: always reconnect.
+        self._conn = None
         with contextlib.suppress(libvirt.libvirtError):
             self.shutoff()
         with contextlib.suppress(libvirt.libvirtError):
