@@ -78,6 +78,7 @@ class IntakeResult:
     incidents: dict[str, _IncidentState] = field(default_factory=dict)
     latest: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    group_labels: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if isinstance(v, int)}
@@ -135,6 +136,7 @@ class Bridge:
     def _ingest(self, conn: Connection, note: Notification, actor: str) -> IntakeResult:
         result = IntakeResult()
         now = self.clock()
+        result.group_labels = dict(note.group_labels)
         # Audit and outbox rows of one payload are written with one executemany each, in the same transaction.
         self._buffer.audit, self._buffer.outbox = [], []
         try:
@@ -405,7 +407,9 @@ class Bridge:
 
     # --- incidents and storms ------------------------------------------------------------------------------
 
-    def _incident_key(self, a: IncomingAlert, group_key: str) -> tuple[str, str, dict[str, str]]:
+    def _incident_key(
+        self, a: IncomingAlert, group_key: str, group_labels: dict[str, str]
+    ) -> tuple[str, str, dict[str, str]]:
         by = self.config.incident_group_by
         if by and all(k in a.labels for k in by):
             labels = {k: a.labels[k] for k in by}
@@ -415,14 +419,17 @@ class Bridge:
                 labels,
             )
         if group_key:
-            return "group:" + group_key, group_key, {}
+            # Title from Alertmanager's group labels (e.g. "alertname=HostDown"), not the raw groupKey.
+            grouped = dict(group_labels)
+            title = ", ".join(f"{k}={v}" for k, v in sorted(grouped.items())) or group_key
+            return "group:" + group_key, title, grouped
         return "alert:" + a.fingerprint, a.alertname or a.fingerprint, dict(a.labels)
 
     def _attach_incident(
         self, conn: Connection, a: IncomingAlert, group_key: str, now: float, result: IntakeResult
     ) -> tuple[int, bool]:
         """Find or open the incident; say whether this alert is part of a storm (summary, not a page)."""
-        key, title, labels = self._incident_key(a, group_key)
+        key, title, labels = self._incident_key(a, group_key, result.group_labels)
         open_key = key[:255]
         state = result.incidents.get(open_key)
         if state is None:

@@ -54,7 +54,7 @@ def payload(alerts: list[dict[str, Any]], group_key: str = "{}:{}", truncated: i
         "truncatedAlerts": truncated,
         "status": status,
         "receiver": "bridge",
-        "groupLabels": {},
+        "groupLabels": {"alertname": alerts[0]["labels"]["alertname"]} if alerts else {},
         "commonLabels": {},
         "commonAnnotations": {},
         "externalURL": "http://alertmanager",
