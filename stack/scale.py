@@ -32,7 +32,7 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # Jobs whose targets are split between the shards; every other job is scraped by shard 0 only.
 SHARDED_JOBS = ("libvirt", "cloud")
 # Port offsets of the scale profile's extra processes, from the ports of the default profile.
-SCALE_OFFSETS = {"prometheus_shard": 1, "victoria": 2, "peer": 10, "cluster": 1, "postgres": -3600}
+SCALE_OFFSETS = {"prometheus_shard": 1, "victoria": 2, "postgres": 3, "peer": 10, "cluster": 1}
 
 
 def hashmod(value: str, modulus: int) -> int:
@@ -158,6 +158,15 @@ class LocalPostgres:
             self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"])
 
 
+def _postgres_dir(state: Path) -> Path:
+    """PostgreSQL's folder: the state folder, unless the `postgres` user cannot reach it (we run as root)."""
+    if os.geteuid() != 0:
+        return state / "postgres"
+    # Root's folders (a private home, pytest's 0700 temp dirs) are closed to the postgres user.
+    digest = hashlib.sha256(str(state).encode()).hexdigest()[:10]
+    return Path("/var/lib/novacron") / f"postgres-{digest}"
+
+
 @dataclass
 class ScalePlan(StackPlan):
     postgres: LocalPostgres | None = None
@@ -178,7 +187,7 @@ def scale_ports(cfg: StackConfig) -> dict[str, int]:
         "alert-bridge-1": p["alert_bridge"] + SCALE_OFFSETS["peer"],
         "analytics-0": p["analytics"],
         "analytics-1": p["analytics"] + SCALE_OFFSETS["peer"],
-        "postgres": p["alertmanager"] + SCALE_OFFSETS["postgres"],
+        "postgres": p["prometheus"] + SCALE_OFFSETS["postgres"],
     }
 
 
@@ -203,7 +212,7 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
     ports = scale_ports(cfg)
     url = {name: f"http://{host}:{port}" for name, port in ports.items()}
     services, notes = _libvirt_services(cfg, host)
-    pg = LocalPostgres(state / "postgres" / "data", ports["postgres"])
+    pg = LocalPostgres(_postgres_dir(state) / "data", ports["postgres"])
 
     services.append(
         Service(

@@ -1,0 +1,95 @@
+"""`novacron up --profile scale`: two Prometheus shards, VictoriaMetrics, an Alertmanager pair, PostgreSQL
+with two bridges and two analytics shards start, and every target of both shards is up."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import requests
+import yaml
+
+from stack.processes import port_in_use, wait_until
+from stack.scale import _postgres_dir, hashmod
+
+SPAN = 18  # the scale profile's ports all sit within base .. base+17 with the layout below
+
+
+def _free_block() -> int:
+    """A base port with SPAN free ports after it."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            base = sock.getsockname()[1]
+        if base + SPAN < 65000 and not any(port_in_use("127.0.0.1", base + i) for i in range(SPAN)):
+            return int(base)
+    raise AssertionError("no block of free ports")
+
+
+def _targets(url: str) -> list[dict]:
+    return list(requests.get(f"{url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"])
+
+
+def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path) -> None:
+    base = _free_block()
+    config = {
+        "scrape_interval": "1s",
+        "evaluation_interval": "1s",
+        "ports": {
+            "prometheus": base,  # shard 1: +1, VictoriaMetrics: +2, PostgreSQL: +3
+            "alertmanager": base + 4,  # gossip +5; peer +14, its gossip +15
+            "alert_bridge": base + 6,  # peer +16
+            "analytics": base + 7,  # peer +17
+            "libvirt_exporter": base + 8,
+            "metrics_api": base + 11,
+            "cloud_exporter": base + 12,
+        },
+        "libvirt": {"system_uri": "off", "demo_hosts": 2, "demo_vms_per_host": 10},
+        "analytics": {"interval": "5s"},
+    }
+    cfg_file = tmp_path / "stack.yml"
+    cfg_file.write_text(yaml.safe_dump(config))
+    state = tmp_path / "state"
+    log = (tmp_path / "up.log").open("wb")
+    cmd = [sys.executable, "-m", "stack.cli", f"--config.file={cfg_file}", f"--state-dir={state}"]
+    proc = subprocess.Popen([*cmd, "up", "--profile", "scale"], stdout=log, stderr=subprocess.STDOUT)
+    shards = [f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"]
+    try:
+        # Everything is up once the last service (shard 1) answers and every target of both shards is healthy.
+        def all_up() -> bool:
+            assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            targets = [t for url in shards for t in _targets(url)]
+            return len(targets) > 10 and all(t["health"] == "up" for t in targets)
+
+        assert wait_until(all_up, timeout=120, interval=1), [
+            (t["labels"]["job"], t["labels"]["instance"], t["health"]) for u in shards for t in _targets(u)
+        ]
+        jobs = {t["labels"]["job"] for t in _targets(shards[0])}
+        assert {"libvirt", "alertmanager", "alert-bridge", "analytics", "victoria-metrics"} <= jobs
+        assert len([t for t in _targets(shards[0]) if t["labels"]["job"] == "alert-bridge"]) == 2
+        # The libvirt exporters are split by hashmod; together the shards scrape each once.
+        libvirt = sorted(
+            t["labels"]["instance"] for u in shards for t in _targets(u) if t["labels"]["job"] == "libvirt"
+        )
+        assert libvirt == [f"127.0.0.1:{base + 8}", f"127.0.0.1:{base + 9}"]
+        for i, url in enumerate(shards):
+            for t in _targets(url):
+                if t["labels"]["job"] == "libvirt":
+                    assert hashmod(t["labels"]["instance"], 2) == i
+        status = subprocess.run([*cmd, "status"], capture_output=True, text=True, check=False)
+        assert status.returncode == 0, status.stdout
+        assert "alert-bridge-1" in status.stdout and "victoria-metrics" in status.stdout
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+        shutil.rmtree(_postgres_dir(state.resolve()), ignore_errors=True)
+    assert not port_in_use("127.0.0.1", base + 3), "PostgreSQL still runs after the stack stopped"
