@@ -408,7 +408,7 @@ def test_recommendations_cli_csv(stack: dict) -> None:
         check=True,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     ).stdout
     rows = {r["vm_id"]: r for r in csv.DictReader(io.StringIO(out))}
     assert rows["vm-diurnal"]["recommended_vcpus"] == "2"
