@@ -158,6 +158,7 @@ class Config:
     api_token: str | None = field(default=None, repr=False)
     queries: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_QUERIES))
     shard: Shard = field(default_factory=Shard)
+    decisions: Any = None  # analytics_sidecar.decisions.config.DecisionSettings; None: its defaults
 
     def query(self, name: str, vm_filter: str = 'vm_id!=""') -> str:
         text = self.queries[name].replace("$rate_window", format_duration(self.analysis.rate_window))
@@ -175,6 +176,7 @@ _TOP = {
     "cost",
     "api",
     "queries",
+    "decisions",
 }
 
 
@@ -205,8 +207,11 @@ def load_config(path: str | None) -> Config:
     for name, q in queries.items():
         if not isinstance(q, str) or not q.strip():
             raise ConfigError(f"queries.{name}", "must be a non-empty PromQL string")
+    from analytics_sidecar.decisions.config import load as load_decisions  # late: it imports this module
+
     return replace(
         cfg,
+        decisions=load_decisions(_section(data, "decisions")),
         catalogue_file=cost.get("catalogue_file"),
         api_token=token,
         queries={**DEFAULT_QUERIES, **queries},

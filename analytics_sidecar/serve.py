@@ -6,7 +6,7 @@ import argparse
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ from werkzeug.wrappers import Request, Response
 
 from analytics_sidecar.api import Api
 from analytics_sidecar.config import Config, Shard, load_config, parse_duration
-from analytics_sidecar.engine import Engine
+from analytics_sidecar.decisions.wiring import attach
+from analytics_sidecar.engine import Engine, Results
 from analytics_sidecar.series import Series
 from analytics_sidecar.shard_lease import ShardLease
 from analytics_sidecar.source import PromSource, SourceError
@@ -80,6 +81,7 @@ class Loop:
         self.lease = lease
         self.wake = threading.Event()
         self.stop = threading.Event()
+        self.after: list[Callable[[Results], None]] = []  # run after each good cycle (decisions)
 
     def once(self) -> bool:
         if self.lease is not None:
@@ -97,6 +99,8 @@ class Loop:
             self.state.failed()
             return False
         self.state.publish(results, time.time())
+        for hook in self.after:
+            hook(results)
         log.info("analysed %d VMs in %.2fs", len(results.vms), results.duration_seconds)
         return True
 
@@ -133,6 +137,9 @@ def build(
     collectors: list[Any] = [WritebackCollector(state)]
     if lease is not None:
         collectors.append(lease)
+    decision_hook = attach(cfg, source, engine, routes, collectors, api.guard_get)
+    if decision_hook is not None:
+        loop.after.append(decision_hook)
     if anomaly:
         collectors.append(anomaly.collector)
         for path in anomaly.paths:
