@@ -40,11 +40,11 @@ def register(subparsers: Any) -> None:
 
 def recommend_vm(vm: TraceVM, fit_until: float, risk: str) -> tuple[int, int] | None:
     """(vCPUs, memory KiB) for one VM from its samples before `fit_until`; None without usable data."""
-    per_core = vm.mhz_per_core
+    per_core = vm.mhz_per_core_before(fit_until)
     if not math.isfinite(per_core) or per_core <= 0:
         return None
     policy = rightsizing.RightsizingPolicy(risk=rightsizing.RISK_LEVELS[risk], memory_granularity_bytes=1024)
-    cpu = vm.cpu_cores_used().before(fit_until)
+    cpu = vm.cpu_cores_used(per_core).before(fit_until)
     mem = vm.memory_bytes_used().before(fit_until)
     rec = rightsizing.recommend(cpu, mem, now=fit_until, policy=policy)
     if rec is None:

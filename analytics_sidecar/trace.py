@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +35,18 @@ class TraceVM:
     @property
     def mhz_per_core(self) -> float:
         """Clock of one vCPU: provisioned MHz over provisioned cores (the last sample's)."""
-        ok = (self.cores > 0) & np.isfinite(self.capacity_mhz)
+        return self.mhz_per_core_before(math.inf)
+
+    def mhz_per_core_before(self, cutoff: float) -> float:
+        """The same from the last sample before `cutoff` only (a backtest must not see later resizes)."""
+        ok = (self.cores > 0) & np.isfinite(self.capacity_mhz) & (self.t < cutoff)
         if not ok.any():
             return float("nan")
         return float(self.capacity_mhz[ok][-1] / self.cores[ok][-1])
 
-    def cpu_cores_used(self) -> Series:
+    def cpu_cores_used(self, mhz_per_core: float | None = None) -> Series:
         """CPU usage in cores (MHz used over MHz per core), the unit the sidecar reads from Prometheus."""
-        return Series(self.t, self.cpu_mhz / self.mhz_per_core)
+        return Series(self.t, self.cpu_mhz / (mhz_per_core or self.mhz_per_core))
 
     def memory_bytes_used(self) -> Series:
         return Series(self.t, self.mem_kb * 1024.0)

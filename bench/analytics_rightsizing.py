@@ -98,7 +98,8 @@ def main() -> int:
     for name, fn in (("KRR simple", krr_simple), ("VPA p90+15%", vpa)):
         recs = {}
         for vm in vms:
-            c, m = fn(vm.cpu_cores_used(), vm.memory_bytes_used(), args.fit_until)
+            used = vm.cpu_cores_used(vm.mhz_per_core_before(args.fit_until))
+            c, m = fn(used, vm.memory_bytes_used(), args.fit_until)
             if np.isfinite(c) and np.isfinite(m):
                 recs[vm.vm] = (whole_vcpus(c), m / 1024)
         rows.append((name, score(vms, recs, args.fit_until)))
