@@ -8,12 +8,14 @@ import sys
 import threading
 from collections import Counter
 
+import pytest
 import requests
 import yaml
 
+from alert_bridge.main import main
 from alert_bridge.testing import ADMIN_TOKEN, WEBHOOK_TOKEN, alert, bridge_process, payload, wait
 
-N = 150
+N = 100
 
 
 def _burst(url: str, accepted: list[int], stop: threading.Event, start: int, step: int) -> None:
@@ -57,12 +59,12 @@ def test_kill_dash_nine_during_burst(tmp_path, smtp_server):
     threads = [threading.Thread(target=_burst, args=(first.url, accepted, stop, k, 4)) for k in range(4)]
     for t in threads:
         t.start()
-    wait(lambda: len(accepted) >= 40, timeout=60)
+    wait(lambda: len(accepted) >= 30, timeout=60)
     first.kill()  # SIGKILL, mid-burst and mid-delivery
     stop.set()
     for t in threads:
         t.join()
-    assert 40 <= len(accepted) < N
+    assert 30 <= len(accepted) < N
 
     second = bridge_process(tmp_path / "run2", config, db).start()
     try:
@@ -101,7 +103,7 @@ def test_kill_dash_nine_during_burst(tmp_path, smtp_server):
         second.stop()
 
 
-def test_bad_config_exits_2_naming_the_key(tmp_path):
+def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
     bad = tmp_path / "bad.yml"
     bad.write_text(
         yaml.safe_dump({"channels": {"email": {"smtp": {"host": "h", "port": "x"}, "from": "a", "to": "b"}}})
@@ -120,22 +122,13 @@ def test_bad_config_exits_2_naming_the_key(tmp_path):
     )
     assert result.returncode == 2
     assert "channels.email.smtp.port" in result.stderr and "Traceback" not in result.stderr
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alert_bridge.main",
-            "--storage.url=mysql://x",
-            "--web.listen-address=127.0.0.1:0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2 and "storage.url" in result.stderr
+    # The same path in-process (no second interpreter start-up).
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--storage.url=mysql://x", "--web.listen-address=127.0.0.1:0"])
+    assert exit_info.value.code == 2 and "storage.url" in capsys.readouterr().err
 
 
-def test_tls_from_web_config_file(tmp_path):
+def test_tls_from_web_config_file(tmp_path, capsys):
     cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
     subprocess.run(
         [
@@ -177,13 +170,9 @@ def test_tls_from_web_config_file(tmp_path):
         assert resp.status_code == 200
     bad = tmp_path / "bad-web.yml"
     bad.write_text(yaml.safe_dump({"basic_auth_users": {"x": "$2b$10$abc"}}))
-    result = subprocess.run(
-        [sys.executable, "-m", "alert_bridge.main", f"--web.config.file={bad}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2 and "basic_auth_users" in result.stderr
+    with pytest.raises(SystemExit) as exit_info:
+        main([f"--web.config.file={bad}"])
+    assert exit_info.value.code == 2 and "basic_auth_users" in capsys.readouterr().err
 
 
 def _get(url: str, cert) -> requests.Response | None:
