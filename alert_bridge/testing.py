@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 import threading
@@ -15,6 +16,7 @@ from typing import Any
 import requests
 import yaml
 from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
 
 from stack.processes import ManagedProcess, free_port
 
@@ -183,3 +185,26 @@ def wait(check: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
+
+
+class Receiver:
+    """Records requests; answers with the next scripted status (then 200 / 201)."""
+
+    def __init__(self, statuses: list[int] | None = None, ok: int = 200) -> None:
+        self.requests: list[tuple[dict, bytes]] = []
+        self.statuses = list(statuses or [])
+        self.ok = ok
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Response:
+        with self.lock:
+            self.requests.append((dict(request.headers), request.get_data()))
+            status = self.statuses.pop(0) if self.statuses else self.ok
+        return Response(
+            json.dumps({"id": len(self.requests), "sid": "SM1"}),
+            status=status,
+            content_type="application/json",
+        )
+
+    def bodies(self) -> list[dict]:
+        return [json.loads(b) for _, b in self.requests]

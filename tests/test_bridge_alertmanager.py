@@ -140,3 +140,30 @@ def test_ack_silence_and_maintenance(tmp_path, alertmanager_factory):
         assert any(s["comment"] == "kernel update" for s in silences)
         actions = {h["action"] for h in b.admin.get("/api/v1/audit").json()}
         assert {"silence:created", "maintenance:created"} <= actions
+
+
+def test_two_replicas_on_postgresql_share_episodes_and_outbox(postgres, httpserver):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from alert_bridge.testing import Receiver, alert, payload, pg_database
+
+    hook = Receiver()
+    httpserver.expect_request("/hook", method="POST").respond_with_handler(hook)
+    url = pg_database(postgres.url)
+    config = base_config(channels={"hook": {"type": "webhook", "url": httpserver.url_for("/hook")}})
+    with inprocess_bridge(config, url) as one, inprocess_bridge(config, url) as two:
+        bodies = [payload([alert(f"Replica{i}", host=f"h{i}")], group_key=f"g{i}") for i in range(20)]
+        # Both Alertmanager peers deliver every group to a different replica, at the same moment.
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(
+                pool.map(
+                    lambda p: p[0].hook.post("/webhook/alertmanager", p[1]).status_code,
+                    [(r, b) for b in bodies for r in (one, two)],
+                )
+            )
+        assert set(codes) == {200}
+        wait(lambda: len(hook.requests) >= 20, timeout=30)
+        time.sleep(1.0)
+        assert len(one.admin.alerts()) == 20 and len(two.admin.alerts()) == 20
+        keys = [h["Webhook-Id"] for h, _ in hook.requests]
+        assert len(keys) == 20 and len(set(keys)) == 20

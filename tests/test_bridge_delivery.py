@@ -9,39 +9,14 @@ import hmac
 import json
 import ssl
 import subprocess
-import threading
 import time
 
 import pytest
-from werkzeug.wrappers import Request, Response
 
-from alert_bridge.testing import alert, base_config, inprocess_bridge, payload, wait
+from alert_bridge.testing import Receiver, alert, base_config, inprocess_bridge, payload, wait
 from tests.harness import start_smtp
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-
-
-class Receiver:
-    """Records requests; answers with the next scripted status (then 200 / 201)."""
-
-    def __init__(self, statuses: list[int] | None = None, ok: int = 200) -> None:
-        self.requests: list[tuple[dict, bytes]] = []
-        self.statuses = list(statuses or [])
-        self.ok = ok
-        self.lock = threading.Lock()
-
-    def __call__(self, request: Request) -> Response:
-        with self.lock:
-            self.requests.append((dict(request.headers), request.get_data()))
-            status = self.statuses.pop(0) if self.statuses else self.ok
-        return Response(
-            json.dumps({"id": len(self.requests), "sid": "SM1"}),
-            status=status,
-            content_type="application/json",
-        )
-
-    def bodies(self) -> list[dict]:
-        return [json.loads(b) for _, b in self.requests]
 
 
 def standard_webhooks_valid(headers: dict, body: bytes) -> bool:
