@@ -51,6 +51,10 @@ class DetectorParams:
     suppress: int = 150  # points after an alarm during which no new alarm is raised
     seed: int = 7
     spike_z: float = 0.0  # a point this many sigmas off its (seasonal) baseline alarms by itself; 0 disables
+    spatial_tol: float = (
+        0.05  # a value beyond the range seen so far by this fraction of it alarms; 0 disables
+    )
+    spatial_warmup: int = 150  # points before the range check speaks
     use: str = "rcesh"  # components: r robust, c change point, e EWMA, s seasonal, h half-space trees
 
 
@@ -218,6 +222,7 @@ class AnomalyDetector:
         self.last_x: float | None = None
         # Pre-filled: the trees fix their feature set from the first sample they see.
         self.lags: deque[float] = deque([0.5] * p.hst_lags, maxlen=p.hst_lags)
+        self.min_x, self.max_x = math.inf, -math.inf
         self.quiet = 0  # points left in the suppression window
 
     def update(self, t: float, x: float) -> Output:
@@ -239,6 +244,8 @@ class AnomalyDetector:
             if ref >= p.spike_z:
                 # Extreme single points bypass the likelihood, which averages them away over its short window.
                 score = max(score, 0.5 + 0.5 * (1.0 - math.exp(-(ref - p.spike_z) / p.spike_z)))
+        if p.spatial_tol > 0:
+            score = max(score, self._spatial(x))
         self._learn(t, x)
         alarm = False
         likelihood = score
@@ -249,6 +256,17 @@ class AnomalyDetector:
             alarm = True
             self.quiet = p.suppress
         return Output(score, upper, lower, raw, alarm, likelihood)
+
+    def _spatial(self, x: float) -> float:
+        """1 when x leaves the whole range seen so far by more than `spatial_tol` of it (a new level)."""
+        lo, hi = self.min_x, self.max_x
+        hit = 0.0
+        if self.n >= self.params.spatial_warmup and hi > lo:
+            tol = (hi - lo) * self.params.spatial_tol
+            if x > hi + tol or x < lo - tol:
+                hit = 1.0
+        self.min_x, self.max_x = min(lo, x), max(hi, x)
+        return hit
 
     def _no_value(self) -> Output:
         med = self.roll.median()
