@@ -718,6 +718,15 @@ class Bridge:
 
         return dict(self._tx(run))
 
+    def suppressed_fingerprints(self) -> set[str]:
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(alerts.c.fingerprint).where(
+                    alerts.c.state == lc.SUPPRESSED, alerts.c.open_key.is_not(None)
+                )
+            )
+            return {r[0] for r in rows}
+
     def set_suppressed(self, fingerprint: str, suppressed: bool, actor: str) -> bool:
         """Silenced/inhibited in Alertmanager (seen by reconcile) or in maintenance: suppress; and back."""
 

@@ -325,9 +325,17 @@ class Worker:
                 parsed.append((parse_api_alert(item), _group_of(item)))
             except PayloadError as exc:
                 log.warning("reconcile: skipping an alert: %s", exc)
+        groups: dict[str, list[Any]] = {}
         for alert, group in parsed:
-            self.bridge.ingest(Notification(group, "firing", "reconcile", 0, "", {}, (alert,)), "reconcile")
-            if not alert.silenced:
+            groups.setdefault(group, []).append(alert)
+        for group, members in groups.items():
+            # One transaction per receiver group, in chunks, rather than one per alert.
+            for i in range(0, len(members), 500):
+                chunk = tuple(members[i : i + 500])
+                self.bridge.ingest(Notification(group, "firing", "reconcile", 0, "", {}, chunk), "reconcile")
+        suppressed = self.bridge.suppressed_fingerprints()
+        for alert, _group in parsed:
+            if not alert.silenced and alert.fingerprint in suppressed:  # the silence ended: back to firing
                 self.bridge.set_suppressed(alert.fingerprint, False, "reconcile")
         self.poke()
         return len(parsed)
