@@ -147,7 +147,7 @@ def history_series(
 
 
 def dashboard_rule_series(meta, state, cpu, sidecar, long_start, short_start, end, step):  # type: ignore[no-untyped-def]
-    """The outputs of dashboards/rules/dashboards.rules.yml, computed the way Prometheus would."""
+    """The outputs of rules/dashboards.rules.yml, computed the way Prometheus would."""
     groups = ("provider", "region", "host", "tenant")
     out: list[Series] = []
 
@@ -390,7 +390,6 @@ def main() -> int:
         ]
         rules = [
             *sorted((REPO / "rules").glob("*.rules.yml")),
-            *sorted((REPO / "dashboards" / "rules").glob("*.yml")),
         ]
         config = prometheus_config(jobs, rules, [f"127.0.0.1:{am.port}"], "15s", "15s")
         prom = Prometheus(work / "prom", config, port=prom_port)

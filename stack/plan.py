@@ -135,8 +135,10 @@ def _alertmanager_config(bridge_url: str) -> dict[str, Any]:
 
 
 def rule_files() -> list[Path]:
-    """Every rule file the stack loads (the promtool tests live under rules/tests and are not rules)."""
-    return sorted(p for p in RULES_DIR.glob("*.yml") if not p.name.startswith("alertmanager"))
+    """Every rule file the stack loads: the same set the rule linter and promtool tests check."""
+    from stack.rules_cmd import default_rule_files
+
+    return default_rule_files()
 
 
 def plan_stack(cfg: StackConfig) -> StackPlan:

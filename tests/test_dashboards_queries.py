@@ -1,6 +1,6 @@
 """Every panel query, variables substituted, returns data from a real Prometheus scraping the real stack.
 
-Real: Prometheus 2.42 evaluating every rule file in rules/ and dashboards/rules/, the libvirt exporter on a
+Real: Prometheus 2.42 evaluating every rule file in rules/, the libvirt exporter on a
 test-driver fleet, the cloud exporter on AWS (moto: EC2 discovery by tag, CloudWatch history), Alertmanager
 (clustered) and Prometheus scraping itself. Not in this stack, so served by a small exposition server with the
 names and labels those components expose: Azure and GCP VMs with their cloud-exporter self-metrics, the
@@ -30,7 +30,7 @@ from tests.fakes import aws_seed
 from tests.harness import start_alertmanager, test_driver_fleet
 
 REPO = Path(__file__).resolve().parent.parent
-DASHBOARD_RULES = sorted((REPO / "dashboards" / "rules").glob("*.rules.yml"))
+DASHBOARD_RULES = [REPO / "rules" / "dashboards.rules.yml"]
 EXPORTER = str(Path(sys.executable).parent / "novacron-libvirt-exporter")
 CLOUD_EXPORTER = str(Path(sys.executable).parent / "novacron-cloud-exporter")
 KVM_HOST = "kvm00"
@@ -250,7 +250,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, moto_server: ManagedProcess)
                     {"job_name": "alertmanager", "static_configs": [{"targets": [f"127.0.0.1:{am.port}"]}]},
                     {"job_name": "prometheus", "static_configs": [{"targets": [f"127.0.0.1:{prom_port}"]}]},
                 ]
-                rule_files = [*sorted((REPO / "rules").glob("*.rules.yml")), *DASHBOARD_RULES, rules]
+                rule_files = [*sorted((REPO / "rules").glob("*.rules.yml")), rules]
                 config = prometheus_config(jobs, rule_files, [f"127.0.0.1:{am.port}"], "1s", "1s")
                 with Prometheus(tmp / "prom", config, port=prom_port).start() as prom:
                     for expr in (

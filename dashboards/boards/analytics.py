@@ -21,7 +21,7 @@ from dashboards.sdk import (
 CPU = "vm:novacron_vm_cpu_utilisation:ratio"
 RECOMMENDED = 'novacron_vm_recommended_vcpus{risk="balanced"}'
 SAVINGS = "novacron_vm_potential_savings_per_month"
-# Pre-aggregated per (provider, region, host, tenant) by dashboards/rules/dashboards.rules.yml.
+# Pre-aggregated per (provider, region, host, tenant) by rules/dashboards.rules.yml.
 FORECAST_1D = "provider_region_host_tenant_bound:novacron_vm_cpu_forecast_cores:sum1d"
 CLASSES = "provider_region_host_tenant_class:novacron_vm_workload_class:count"
 

@@ -15,7 +15,7 @@ from dashboards.sdk import (
 )
 
 COST = "novacron_vm_cost_per_month"  # analytics sidecar, from its price catalogue
-COST_SUM = "provider_region_host_tenant:novacron_vm_cost_per_month:sum"  # dashboards/rules/
+COST_SUM = "provider_region_host_tenant:novacron_vm_cost_per_month:sum"  # rules/dashboards.rules.yml
 API = 'provider=~"$provider", region=~"$region"'
 
 

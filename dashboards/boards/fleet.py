@@ -31,7 +31,7 @@ DISK_RD = "vm:novacron_vm_disk_read_bytes:rate1m"
 DISK_WR = "vm:novacron_vm_disk_write_bytes:rate1m"
 HOST_CPU = "host:novacron_host_cpu_utilisation:ratio"
 HOST_MEM = "host:novacron_host_memory_utilisation:ratio"
-# Pre-aggregated per (provider, region, host, tenant) by dashboards/rules/dashboards.rules.yml.
+# Pre-aggregated per (provider, region, host, tenant) by rules/dashboards.rules.yml.
 VMS_COUNT = "provider_region_host_tenant:novacron_vms:count"
 VMS_BY_STATE = "provider_region_host_tenant_state:novacron_vms:count"
 CPU_BUCKETS = "provider_region_host_tenant_le:novacron_vm_cpu_utilisation:count"
