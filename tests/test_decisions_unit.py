@@ -252,3 +252,8 @@ def test_config_overrides() -> None:
     assert s.migration.max_moves == 3 and s.migration.cpu_high == 0.9
     assert s.slo.objective == 0.995 and s.slo.burn_windows == (300.0,)
     assert s.sizes[0].memory_bytes == 0.5 * GIB and s.placement_limit == 2
+
+
+def test_window_equal_to_the_history_kept_still_triggers() -> None:
+    p = scaling.ScalingPolicy(scale_out_window=120, scale_in_window=120)
+    assert _run(scaling.ScalingTriggers(p), [0.95] * 5) == ["none", "none", "out", "out", "out"]
