@@ -173,10 +173,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             p.stop()
 
 
-def _decide(loop: Loop) -> None:
+def _decide(loop: Loop) -> bool:
     """One decision cycle on the last analysis (the hook the analysis loop runs after each cycle)."""
     assert loop.state.results is not None
     loop.after[0](loop.state.results)
+    return True
 
 
 def _metrics(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -233,7 +234,7 @@ def test_scaling_signals_after_the_window_only(env: dict[str, Any]) -> None:
     }
     assert first["busy"]["utilisation"] == pytest.approx(0.95, abs=0.01)
     assert wait_until(
-        lambda: (_decide(loop), _api(env["url"], "scaling"))[1]["groups"][0]["direction"] != "none", 15, 0.5
+        lambda: _decide(loop) and _api(env["url"], "scaling")["groups"][0]["direction"] != "none", 15, 0.5
     )
     groups = {s["group"]: s for s in _api(env["url"], "scaling")["groups"]}
     assert groups["busy"]["direction"] == "out" and groups["busy"]["desired_vms"] == math.ceil(3 * 0.95 / 0.6)
@@ -316,9 +317,7 @@ def test_failover_after_the_hold_time_and_not_on_a_blip(env: dict[str, Any]) -> 
     procs["kvm-spare"].stop()
     prom.wait_for(f"{spare_up} == 0", timeout=20)
     _decide(loop)
-    assert wait_until(
-        lambda: (_decide(loop), _health(env))[1]["kvm-spare"]["failover"], FAILOVER_FOR + 10, 0.5
-    )
+    assert wait_until(lambda: _decide(loop) and _health(env)["kvm-spare"]["failover"], FAILOVER_FOR + 10, 0.5)
     m = _metrics(env["url"])
     assert {lab["host"]: v for lab, v in m["novacron_host_failover_signal"]} == {
         "kvm-hot": 0,

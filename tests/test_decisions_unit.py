@@ -130,7 +130,7 @@ def fleets(draw: st.DrawFn) -> tuple[list[migration.Host], list[migration.Vm], l
         )
         for i in range(n_hosts)
     ]
-    vms = []
+    vms: list[migration.Vm] = []
     for j in range(draw(st.integers(1, 18))):
         h = draw(st.sampled_from(hosts))
         group = draw(st.sampled_from(["", "", "g1", "g2"]))

@@ -95,7 +95,7 @@ class ScalingTriggers:
             tr = self.tracks.setdefault(load.group, _Track())
             tr.wishes.append((now, raw_wish(load, p)))
             keep = max(p.scale_out_window, p.scale_in_window)
-            # Keep the last observation at or before the longest window's start: it shows the window is covered.
+            # Keep the last observation at or before the longest window's start: it proves coverage.
             while len(tr.wishes) > 1 and tr.wishes[1][0] <= now - keep + 1e-9:
                 tr.wishes.popleft()
             out.append(self._decide(load, tr, now))
