@@ -29,7 +29,7 @@ from exporters.common.webconfig import load_web_config
 
 log = logging.getLogger("alert_bridge")
 PROG = "novacron-alert-bridge"
-DEFAULT_PORT = 9097
+DEFAULT_PORT = 9095
 
 
 def build_parser() -> argparse.ArgumentParser:
