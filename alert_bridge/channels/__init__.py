@@ -9,7 +9,7 @@ from alert_bridge.channels.sms import SmsChannel
 from alert_bridge.channels.webhook import WebhookChannel
 from alert_bridge.config import ChannelConfig
 
-# A plugin adds its class here (or ships it under the `novacron.bridge_channels` entry point group).
+# A plugin channel type adds its Channel subclass here (and its config parser in config._CHANNEL_PARSERS).
 REGISTRY: dict[str, type[Channel]] = {
     "email": EmailChannel,
     "webhook": WebhookChannel,
