@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 
-from alert_bridge import queries
+from alert_bridge import automation, queries
 from alert_bridge.alertmanager import AlertmanagerClient, AlertmanagerError
 from alert_bridge.auth import Principal, TokenStore
 from alert_bridge.lifecycle import InvalidTransition
@@ -467,4 +467,5 @@ def create_app(ctx: AppContext) -> Flask:
     from alert_bridge.ui import register_ui
 
     register_ui(app, ctx)
+    automation.register_routes(app, bridge, ctx.poke)
     return app

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from alert_bridge.automation import AutomationConfig, parse_automation
 from exporters.common.config import ConfigError, check_keys, read_secret
 
 SEVERITIES = ("none", "info", "warning", "error", "critical", "page")
@@ -122,6 +123,7 @@ class BridgeConfig:
     heartbeat_alertname: str = ""
     heartbeat_timeout_seconds: float = 300.0
     heartbeat_channels: tuple[str, ...] = ()
+    automation: AutomationConfig = field(default_factory=AutomationConfig)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -140,6 +142,7 @@ _TOP = {
     "ui",
     "timezone",
     "heartbeat",
+    "automation",
 }
 
 
@@ -225,6 +228,7 @@ def parse_config(data: Mapping[str, Any]) -> BridgeConfig:
             heartbeat, "timeout_seconds", "heartbeat.timeout_seconds", 300.0, minimum=1
         ),
         heartbeat_channels=heartbeat_channels,
+        automation=parse_automation(_section(data, "automation"), channels),
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from alert_bridge.automation import openapi_paths as automation_paths
+
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
 _ERR = {
     "description": "error",
@@ -236,6 +238,7 @@ def openapi_document() -> dict[str, Any]:
                 "post": _op("Create a token (shown once)", "admin", body="Token", ok="201"),
             },
             "/api/v1/tokens/{id}": {"delete": _op("Revoke a token", "admin", alert_id)},
+            **automation_paths(_op),
             "/api/v1/users": {"get": _op("Users with their effective preferences", "viewer")},
             "/api/v1/users/{name}/preferences": {
                 "put": _op(

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from alert_bridge import automation
 from alert_bridge import lifecycle as lc
 from alert_bridge.config import BridgeConfig, Policy, UserPrefs, parse_user, severity_rank
 from alert_bridge.db import (
@@ -260,6 +261,8 @@ class Bridge:
             self._audit(conn, new["actor"], "created", row, detail, new["now"])
             if row["state"] == lc.FIRING and not row["stormed"]:
                 result.notifications += self._enqueue(conn, row, new["targets"], "firing", new["now"])
+            if row["state"] == lc.FIRING:  # automation hooks: one call per episode (automation.py)
+                result.notifications += automation.on_new_episode(self, conn, row, new["now"])
 
     def _lease(self, a: IncomingAlert, now: float) -> float:
         if a.ends_at is not None and a.ends_at > now:
