@@ -67,7 +67,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, webhook: HTTPServer) -> Iter
         config = prometheus_config(scrape, default_rule_files(), [f"127.0.0.1:{am.port}"], "1s", "1s")
         prom = Prometheus(tmp / "prometheus", config, port=prom_port)
         started.append(prom.start())
-        yield {"prom": prom, "am": am}
+        yield {"prom": prom, "am": am, "rule_files": default_rule_files()}
     finally:
         for proc in reversed(started):
             proc.stop()
@@ -104,12 +104,25 @@ def test_the_page_reaches_the_webhook_through_the_shipped_routing(
     assert pages[0]["alerts"][0]["annotations"]["runbook_url"].endswith("/NovaCronVMNotRunning.md")
 
 
+def wait_all_groups_evaluated(prom: Prometheus, timeout: float = 60.0) -> list[dict[str, Any]]:
+    """Every group with an interval under a minute has evaluated at least once (30 s groups start late)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        groups = prom.api("rules")["groups"]
+        pending = [
+            g["name"] for g in groups if g["interval"] < 60 and g["lastEvaluation"].startswith("0001-01-01")
+        ]
+        if not pending:
+            return list(groups)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"rule groups never evaluated: {pending}")
+        time.sleep(0.5)
+
+
 def test_every_rule_evaluates_without_error_on_real_exporter_output(stack: dict[str, Any]) -> None:
     prom: Prometheus = stack["prom"]
-    # Several evaluations of every 1 s group must have happened.
-    prom.wait_for("sum(prometheus_rule_group_iterations_total) > 50", timeout=30)
     prom.wait_for('ALERTS{alertname="NovaCronVMNotRunning", alertstate="firing"}', timeout=30)
-    groups = prom.api("rules")["groups"]
+    groups = wait_all_groups_evaluated(prom)
     broken = [
         f"{g['name']}/{r.get('name')}: {r['lastError']}"
         for g in groups
@@ -146,16 +159,22 @@ def test_healthy_fleet_and_pipeline_raise_no_other_alert(stack: dict[str, Any]) 
     prom: Prometheus = stack["prom"]
     prom.wait_for('ALERTS{alertname="NovaCronVMNotRunning", alertstate="firing"}', timeout=30)
     prom.wait_for('up{job="alertmanager"} == 1', timeout=10)
+    wait_all_groups_evaluated(prom)  # otherwise "no other alert" would hold trivially
+    # The rules API, not ALERTS: Prometheus writes ALERTS only from a group's second evaluation (after
+    # restoring `for` state), a minute for the 30 s groups.
+    active = [a["labels"] for a in prom.api("alerts")["alerts"]]
     # The test driver reports fixed host CPU counters and no free memory: its host CPU and memory alerts are
     # artefacts of the fake host, not of the rules, and are left out here (promtool tests cover them).
-    others = prom.query(
-        'ALERTS{alertname!~"NovaCronVMNotRunning|NovaCronWatchdog|NovaCronHost(HighCPU|MemoryPressure)"}'
-    )
-    assert others == [], [a["metric"] for a in others]
-    # The heartbeat's group runs every 30 s (non-paging groups do): wait for its first evaluation.
-    assert prom.wait_for('ALERTS{alertname="NovaCronWatchdog", alertstate="firing"}', timeout=45)
+    expected = {
+        "NovaCronVMNotRunning",
+        "NovaCronWatchdog",
+        "NovaCronHostHighCPU",
+        "NovaCronHostMemoryPressure",
+    }
+    assert [a for a in active if a["alertname"] not in expected] == []
+    assert {a["alertname"] for a in active} >= {"NovaCronVMNotRunning", "NovaCronWatchdog"}
 
 
 def test_rule_files_loaded_are_the_shipped_ones(stack: dict[str, Any]) -> None:
     files = {Path(g["file"]).name for g in stack["prom"].api("rules")["groups"]}
-    assert files == {p.name for p in default_rule_files()}
+    assert files == {p.name for p in stack["rule_files"]}
