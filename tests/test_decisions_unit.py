@@ -257,3 +257,8 @@ def test_config_overrides() -> None:
 def test_window_equal_to_the_history_kept_still_triggers() -> None:
     p = scaling.ScalingPolicy(scale_out_window=120, scale_in_window=120)
     assert _run(scaling.ScalingTriggers(p), [0.95] * 5) == ["none", "none", "out", "out", "out"]
+
+
+def test_window_shorter_than_a_cycle_means_two_cycles_in_a_row() -> None:
+    p = scaling.ScalingPolicy(scale_out_window=10, scale_in_window=10)
+    assert _run(scaling.ScalingTriggers(p), [0.1, 0.5, 0.95, 0.95]) == ["none", "none", "none", "out"]

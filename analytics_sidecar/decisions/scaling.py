@@ -134,7 +134,9 @@ class ScalingTriggers:
 
 
 def _held(wishes: deque[tuple[float, int]], wish: int, window: float, now: float) -> bool:
-    """The wish was made at every observation of the window, and the observations cover it."""
-    inside = [w for t, w in wishes if t >= now - window - 1e-9]
-    covered = bool(wishes) and wishes[0][0] <= now - window + 1e-9
-    return covered and bool(inside) and all(w == wish for w in inside)
+    """The wish was already made at the window's start (last observation at or before it) and at every
+    observation since: with a window shorter than a cycle that means two cycles in a row."""
+    start = now - window + 1e-9
+    before = [w for t, w in wishes if t <= start]
+    inside = [w for t, w in wishes if t > start]
+    return bool(before) and before[-1] == wish and all(w == wish for w in inside)
