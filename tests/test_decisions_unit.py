@@ -214,6 +214,8 @@ def test_slo_budget_and_burn_rates() -> None:
     assert out["a"].budget_remaining == pytest.approx(0.5)
     assert out["strict"].budget_remaining == pytest.approx(-1.0)
     assert "avg_over_time(" in slo.sli_query(3600, 60) and "[3600s:60s]" in slo.sli_query(3600, 60)
+    recorded = "avg_over_time(tenant:novacron_vm_available:ratio[$window])"
+    assert slo.sli_query(86400, 300, recorded) == "avg_over_time(tenant:novacron_vm_available:ratio[86400s])"
 
 
 # -- config ----------------------------------------------------------------------------------------

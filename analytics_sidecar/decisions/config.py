@@ -26,7 +26,7 @@ from analytics_sidecar.decisions.insights import InsightPolicy
 from analytics_sidecar.decisions.migration import MigrationPolicy
 from analytics_sidecar.decisions.placement import Size
 from analytics_sidecar.decisions.scaling import ScalingPolicy
-from analytics_sidecar.decisions.slo import SloPolicy
+from analytics_sidecar.decisions.slo import SLI_TEMPLATE, SloPolicy
 from exporters.common.config import ConfigError, check_keys
 
 GIB = float(1 << 30)
@@ -50,6 +50,7 @@ DEFAULT_QUERIES: dict[str, str] = {
         f" * on(instance, job) group_right {_HOST_INFO})"
     ),
     "host_alerts": 'count by (host) (ALERTS{alertstate="firing", type="host", severity=~"critical|warning"})',
+    "tenant_availability": SLI_TEMPLATE,
 }
 
 _SECONDS = {

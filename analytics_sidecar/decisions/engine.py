@@ -21,7 +21,7 @@ from analytics_sidecar.decisions import health as health_mod
 from analytics_sidecar.decisions import insights, migration, placement, scaling, slo
 from analytics_sidecar.decisions.config import DecisionSettings
 from analytics_sidecar.engine import Results
-from analytics_sidecar.source import PromSource, labels_of
+from analytics_sidecar.source import PromSource, SourceError, labels_of
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("analytics_sidecar.audit")
@@ -258,10 +258,20 @@ class DecisionEngine:
             out.append(health_mod.score(inputs, self.s.health))
         return out
 
-    def _slos(self) -> dict[str, slo.TenantSlo]:
+    def _slos(self) -> Mapping[str, slo.TenantSlo]:
+        """Tenant SLOs; if Prometheus refuses the long query (sample limit), keep the last ones."""
         p = self.s.slo
         windows = sorted(set(p.burn_windows) | {p.window})
-        av = {w: self.source.instant_values(slo.sli_query(w, p.resolution), "tenant") for w in windows}
+        template = self.s.queries["tenant_availability"]
+        try:
+            av = {
+                w: self.source.instant_values(slo.sli_query(w, p.resolution, template), "tenant")
+                for w in windows
+            }
+        except SourceError as exc:
+            log.warning("tenant SLOs not updated: %s", exc)
+            self.state.failures += 1
+            return self.state.decisions.slos if self.state.decisions else {}
         return slo.evaluate(av, p)
 
     # -- policy events ---------------------------------------------------------------------------
