@@ -264,3 +264,16 @@ def test_window_equal_to_the_history_kept_still_triggers() -> None:
 def test_window_shorter_than_a_cycle_means_two_cycles_in_a_row() -> None:
     p = scaling.ScalingPolicy(scale_out_window=10, scale_in_window=10)
     assert _run(scaling.ScalingTriggers(p), [0.1, 0.5, 0.95, 0.95]) == ["none", "none", "none", "out"]
+
+
+def test_steal_moves_one_noisy_neighbour() -> None:
+    hosts = [migration.Host("busy", 16, 64 * GIB, steal=0.3), migration.Host("spare", 16, 64 * GIB)]
+    vms = [
+        migration.Vm("big", "busy", 5, 16 * GIB),
+        migration.Vm("noisy-a", "busy", 3, 4 * GIB),
+        migration.Vm("noisy-b", "busy", 3, 4 * GIB),
+    ]
+    plan = migration.plan(hosts, vms, P, noisy={"noisy-a", "noisy-b"})
+    assert len(plan.moves) == 1 and plan.moves[0].vm_id in {"noisy-a", "noisy-b"}
+    assert plan.moves[0].reason == "steal" and plan.moves[0].target == "spare"
+    assert len(migration.plan(hosts, vms, P).moves) == 1  # without pairs: still one move, the best one

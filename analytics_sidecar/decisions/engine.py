@@ -98,7 +98,8 @@ class DecisionEngine:
         evacuation = (
             migration.plan(fleet_hosts, fleet_vms, self.s.migration, evacuate=failing) if failing else None
         )
-        hot_plan = migration.plan(fleet_hosts, fleet_vms, self.s.migration)
+        noisy = {n.vm_id for n in results.neighbours} | {n.neighbour_vm_id for n in results.neighbours}
+        hot_plan = migration.plan(fleet_hosts, fleet_vms, self.s.migration, noisy=noisy)
         sim = migration.simulate(
             fleet_hosts, fleet_vms, [(m.vm_id, m.target) for m in hot_plan.moves], self.s.migration
         )

@@ -55,7 +55,7 @@ class Move:
     vm_id: str
     source: str
     target: str
-    reason: str  # "hot", "evacuate" or "consolidate"
+    reason: str  # "hot", "steal", "evacuate" or "consolidate"
     cost: float  # GiB copied
     gain: float  # balance before - after this move
 
@@ -165,10 +165,16 @@ def plan(
     vms: Sequence[Vm],
     policy: MigrationPolicy,
     evacuate: Iterable[str] = (),
+    noisy: Iterable[str] = (),
 ) -> Plan:
-    """Evacuate the given hosts, then relieve hot hosts, then (when nothing is hot) drain a host."""
+    """Evacuate the given hosts, then relieve hot hosts, then (when nothing is hot) drain a host.
+
+    `noisy`: VMs in a correlated pair of noisy neighbours; a host hot by steal alone moves one of them
+    (one move per plan: steal is observed, not simulated, so the next cycle shows whether it helped).
+    """
     fleet = Fleet.of(hosts, vms)
     away = set(evacuate) & set(fleet.hosts)
+    noisy_ids = set(noisy)
     moves: list[Move] = []
     unplaced: list[str] = []
     hot = [h for h in sorted(fleet.hosts) if h not in away and fleet.is_hot(h, policy)]
@@ -181,13 +187,22 @@ def plan(
                 _apply(fleet, mv, moves)
     receivers: set[str] = {m.target for m in moves}
     for host in sorted(hot, key=lambda h: -max(fleet.ratios(h))):
-        while len(moves) < policy.max_moves and _cpu_mem_hot(fleet, host, policy):
+        if not _over(fleet, host, policy):  # hot by steal alone
+            members = fleet.members(host)
+            if len(members) > 1 and len(moves) < policy.max_moves:
+                candidates = [v for v in members if v.vm_id in noisy_ids] or members
+                mv = _best_move(fleet, candidates, policy, away | set(hot), "steal", require_gain=False)
+                if mv is not None:
+                    _apply(fleet, mv, moves)
+                    receivers.add(mv.target)
+            continue
+        while len(moves) < policy.max_moves and _over(fleet, host, policy):
             mv = _best_move(fleet, fleet.members(host), policy, away | set(hot), "hot", require_gain=False)
             if mv is None:
                 break
             _apply(fleet, mv, moves)
             receivers.add(mv.target)
-    still_hot = tuple(h for h in hot if _cpu_mem_hot(fleet, h, policy))
+    still_hot = tuple(h for h in hot if _over(fleet, h, policy))
     if policy.consolidate and not hot and not away:
         _drain(fleet, policy, moves, receivers)
     before = {v.host for v in vms if v.host in fleet.hosts}
@@ -195,12 +210,9 @@ def plan(
     return Plan(tuple(moves), freed, tuple(unplaced), still_hot)
 
 
-def _cpu_mem_hot(fleet: Fleet, host: str, p: MigrationPolicy) -> bool:
-    """Hot by CPU or memory, or by steal as long as the host still runs more than one VM."""
+def _over(fleet: Fleet, host: str, p: MigrationPolicy) -> bool:
     c, m = fleet.ratios(host)
-    if c > p.cpu_high or m > p.memory_high:
-        return True
-    return fleet.hosts[host].steal > p.steal_high and len(fleet.members(host)) > 1 and c > p.drain_below
+    return c > p.cpu_high or m > p.memory_high
 
 
 def _apply(fleet: Fleet, mv: Move, moves: list[Move]) -> None:
