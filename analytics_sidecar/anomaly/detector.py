@@ -2,9 +2,10 @@
 
 Every `update(t, x)` uses only points up to t. Each component's surprise becomes a raw score in [0, 1] that is
 calibrated by its own anomaly-likelihood step (how unusual the recent raw scores are against their history, in
-the manner of Numenta's anomaly likelihood); the score is the largest calibrated one, made sparse: after an
-alarm (score at or above `threshold`) scores are held below the threshold for `suppress` points. The whole
-object pickles, so per-series state survives restarts.
+the manner of Numenta's anomaly likelihood); a value beyond the whole range seen so far (by a tolerance)
+scores 1 (range novelty, as in Numenta's NAB detector); the score is the largest of these, made sparse: after
+an alarm (score at or above `threshold`) scores are held below the threshold for `suppress_s` seconds. The
+whole object pickles, so per-series state survives restarts.
 """
 
 from __future__ import annotations
@@ -48,19 +49,11 @@ class DetectorParams:
     mean_floor: float = 0.03  # likelihood: lower bounds of the history's mean and variance
     var_floor: float = 0.0003
     threshold: float = 0.5  # declared alarm threshold of the final score
-    suppress: int = 150  # points after an alarm during which no new alarm is raised
+    suppress: int = 150  # points after an alarm without a new one (only when suppress_s is 0)
     seed: int = 7
     spike_z: float = 0.0  # a point this many sigmas off its (seasonal) baseline alarms by itself; 0 disables
-    spatial_tol: float = (
-        0.05  # a value beyond the range seen so far by this fraction of it alarms; 0 disables
-    )
+    spatial_tol: float = 0.05  # beyond the range seen so far by this fraction of it: alarm; 0 disables
     spatial_warmup: int = 150  # points before the range check speaks
-    ctx_bins: int = 0  # contextual novelty: value bins over the range seen so far; 0 disables
-    ctx_len: int = 3  # previous bins forming the context of the current one
-    ctx_direct: float = 0.0  # >0: a never-seen context scores this directly (else through its likelihood)
-    record_key: str = ""  # components whose surprise beyond the largest seen so far alarms ("" disables)
-    record_tol: float = 0.2  # ... by this fraction of it
-    log_input: bool = False  # statistical components see sign(x)·log(1+|x|) (heavy-tailed counts)
     suppress_s: float = 64800.0  # >0: the suppression window in seconds (18 h) instead of points
     use: str = "rcesh"  # components: r robust, c change point, e EWMA, s seasonal, h half-space trees
 
@@ -230,10 +223,6 @@ class AnomalyDetector:
         # Pre-filled: the trees fix their feature set from the first sample they see.
         self.lags: deque[float] = deque([0.5] * p.hst_lags, maxlen=p.hst_lags)
         self.min_x, self.max_x = math.inf, -math.inf
-        self.records: dict[str, float] = {}
-        self.ctx: deque[int] = deque(maxlen=p.ctx_len)
-        self.ctx_counts: dict[tuple[int, ...], int] = {}
-        self.ctx_like = _Likelihood(p.short_window, p.history, p.learning, p.mean_floor, p.var_floor)
         self.quiet_until = -math.inf
         self.quiet = 0  # points left in the suppression window
 
@@ -242,15 +231,7 @@ class AnomalyDetector:
         p = self.params
         if x != x:  # NaN: report the baseline, learn nothing
             return self._no_value()
-        xs = x
-        if p.log_input:
-            xs = math.copysign(math.log1p(abs(x)), x)
-        z_parts, upper, lower = self._surprises(t, xs)
-        if p.log_input:
-            upper, lower = (
-                math.copysign(math.expm1(abs(upper)), upper),
-                math.copysign(math.expm1(abs(lower)), lower),
-            )
+        z_parts, upper, lower = self._surprises(t, x)
         raw = 1.0 - math.exp(-max(z_parts.values()) / p.z_scale) if z_parts else 0.0
         # Each component is calibrated against its own history, so a component that is noisy on this series
         # calibrates itself away instead of drowning the others; the combined score is the largest.
@@ -264,54 +245,32 @@ class AnomalyDetector:
             if ref >= p.spike_z:
                 # Extreme single points bypass the likelihood, which averages them away over its short window.
                 score = max(score, 0.5 + 0.5 * (1.0 - math.exp(-(ref - p.spike_z) / p.spike_z)))
-        for k in p.record_key:
-            score = max(score, self._record(k, z_parts.get(k, 0.0)))
-        if p.ctx_bins > 0:
-            score = max(score, self._context(x))
         if p.spatial_tol > 0:
+            # A new level beyond everything seen is an anomaly however the likelihood has calibrated itself.
             score = max(score, self._spatial(x))
-        self._learn(t, xs)
-        alarm = False
+        self._learn(t, x)
         likelihood = score
-        if p.suppress_s > 0:
-            if t < self.quiet_until:
-                score = min(score, p.threshold) * 0.1
-            elif score >= p.threshold:
-                alarm = True
-                self.quiet_until = t + p.suppress_s
-        elif self.quiet > 0:
-            self.quiet -= 1
-            score = min(score, p.threshold) * 0.1
-        elif score >= p.threshold:
-            alarm = True
-            self.quiet = p.suppress
+        score, alarm = self._sparse(t, score)
         return Output(score, upper, lower, raw, alarm, likelihood)
 
-    def _record(self, k: str, z: float) -> float:
-        """1 when a component's surprise beats every earlier one (after warm-up) by `record_tol` of it."""
-        best = self.records.get(k, 0.0)
-        self.records[k] = max(best, z)
-        return (
-            1.0
-            if self.n >= self.params.spatial_warmup and best > 0 and z > best * (1 + self.params.record_tol)
-            else 0.0
-        )
-
-    def _context(self, x: float) -> float:
-        """Rarity of the recent sequence of value bins (a context never seen before is most surprising)."""
+    def _sparse(self, t: float, score: float) -> tuple[float, bool]:
+        """Sparse alarming: after an alarm, hold scores below the threshold for the suppression window."""
         p = self.params
-        lo, hi = self.min_x, self.max_x
-        b = 0 if hi <= lo else min(max(int((x - lo) / (hi - lo) * p.ctx_bins), -1), p.ctx_bins)
-        key = (*self.ctx, b)
-        count = self.ctx_counts.get(key, 0)
-        self.ctx_counts[key] = count + 1
-        self.ctx.append(b)
-        if len(key) <= p.ctx_len:
-            return 0.0
-        raw = 1.0 / (1.0 + count)
-        if p.ctx_direct > 0:
-            return p.ctx_direct if count == 0 and self.n >= p.spatial_warmup else 0.0
-        return self.ctx_like.update(raw)
+        if p.suppress_s > 0:
+            # In time, not points: one episode is one alarm whatever the sampling interval of the series.
+            if t < self.quiet_until:
+                return min(score, p.threshold) * 0.1, False
+            if score >= p.threshold:
+                self.quiet_until = t + p.suppress_s
+                return score, True
+            return score, False
+        if self.quiet > 0:
+            self.quiet -= 1
+            return min(score, p.threshold) * 0.1, False
+        if score >= p.threshold:
+            self.quiet = p.suppress
+            return score, True
+        return score, False
 
     def _spatial(self, x: float) -> float:
         """1 when x leaves the whole range seen so far by more than `spatial_tol` of it (a new level)."""
