@@ -32,7 +32,14 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # Jobs whose targets are split between the shards; every other job is scraped by shard 0 only.
 SHARDED_JOBS = ("libvirt", "cloud")
 # Port offsets of the scale profile's extra processes, from the ports of the default profile.
-SCALE_OFFSETS = {"prometheus_shard": 1, "victoria": 2, "postgres": 3, "peer": 10, "cluster": 1}
+SCALE_OFFSETS = {
+    "prometheus_shard": 1,  # from ports.prometheus
+    "victoria": 2,  # from ports.prometheus
+    "peer": 10,  # second Alertmanager and bridge, from their ports
+    "cluster": 1,  # gossip port, from each Alertmanager's port
+    "analytics_peer": 1,  # second sidecar, from ports.analytics
+    "postgres": 20,  # from ports.alertmanager
+}
 
 
 def hashmod(value: str, modulus: int) -> int:
@@ -186,8 +193,8 @@ def scale_ports(cfg: StackConfig) -> dict[str, int]:
         "alert-bridge-0": p["alert_bridge"],
         "alert-bridge-1": p["alert_bridge"] + SCALE_OFFSETS["peer"],
         "analytics-0": p["analytics"],
-        "analytics-1": p["analytics"] + SCALE_OFFSETS["peer"],
-        "postgres": p["prometheus"] + SCALE_OFFSETS["postgres"],
+        "analytics-1": p["analytics"] + SCALE_OFFSETS["analytics_peer"],
+        "postgres": p["alertmanager"] + SCALE_OFFSETS["postgres"],
     }
 
 

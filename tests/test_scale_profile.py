@@ -13,10 +13,10 @@ from pathlib import Path
 import requests
 import yaml
 
-from stack.processes import port_in_use, wait_until
+from stack.processes import ProcessError, port_in_use, wait_until
 from stack.scale import _postgres_dir, hashmod
 
-SPAN = 18  # the scale profile's ports all sit within base .. base+17 with the layout below
+SPAN = 24  # the scale profile's ports all sit within base .. base+23 with the layout below
 
 
 def _free_block() -> int:
@@ -40,12 +40,12 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path) -> None:
         "scrape_interval": "1s",
         "evaluation_interval": "1s",
         "ports": {
-            "prometheus": base,  # shard 1: +1, VictoriaMetrics: +2, PostgreSQL: +3
-            "alertmanager": base + 4,  # gossip +5; peer +14, its gossip +15
-            "alert_bridge": base + 6,  # peer +16
-            "analytics": base + 7,  # peer +17
+            "prometheus": base,  # shard 1: +1, VictoriaMetrics: +2
+            "alertmanager": base + 3,  # gossip +4; peer +13, its gossip +14; PostgreSQL +23
+            "alert_bridge": base + 5,  # peer +15
+            "analytics": base + 6,  # peer +7
             "libvirt_exporter": base + 8,
-            "metrics_api": base + 11,
+            "metrics_api": base + 11,  # the libvirt exporters may take +8 .. +10
             "cloud_exporter": base + 12,
         },
         "libvirt": {"system_uri": "off", "demo_hosts": 2, "demo_vms_per_host": 10},
@@ -61,7 +61,8 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path) -> None:
     try:
         # Everything is up once the last service (shard 1) answers and every target of both shards is healthy.
         def all_up() -> bool:
-            assert proc.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
+            if proc.poll() is not None:  # a ProcessError ends the wait at once
+                raise ProcessError((tmp_path / "up.log").read_text()[-3000:])
             targets = [t for url in shards for t in _targets(url)]
             return len(targets) > 10 and all(t["health"] == "up" for t in targets)
 
@@ -92,4 +93,4 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path) -> None:
                 proc.kill()
         log.close()
         shutil.rmtree(_postgres_dir(state.resolve()), ignore_errors=True)
-    assert not port_in_use("127.0.0.1", base + 3), "PostgreSQL still runs after the stack stopped"
+    assert not port_in_use("127.0.0.1", base + 23), "PostgreSQL still runs after the stack stopped"
