@@ -116,3 +116,25 @@ def test_weekly_pattern_is_learned_after_two_weeks() -> None:
     weekend3 = range(19 * DAY_POINTS, 21 * DAY_POINTS)
     inside = sum(outs[i].lower <= pts[i][1] <= outs[i].upper for i in weekend3)
     assert inside / len(weekend3) > 0.95
+
+
+def test_a_value_beyond_the_range_seen_alarms_at_once() -> None:
+    pts = seasonal(4, seed=9, weekend=False)
+    at = 3 * DAY_POINTS + 10
+    pts[at] = (pts[at][0], 130.0)  # one sample far above anything seen (range is about 20..80)
+    outs = run(pts)
+    assert outs[at].alarm and outs[at].score == 1.0
+    assert not any(o.alarm for o in outs[2 * DAY_POINTS : at])
+
+
+def test_no_second_alarm_inside_the_suppression_window_in_time() -> None:
+    params = DetectorParams()
+    pts = seasonal(6, seed=10, weekend=False)
+    first, second = 3 * DAY_POINTS, 3 * DAY_POINTS + DAY_POINTS // 2  # twelve hours apart
+    third = first + int(params.suppress_s / STEP) + 12  # an hour after the window ends
+    for at, level in ((first, 130.0), (second, 160.0), (third, 190.0)):
+        pts[at] = (pts[at][0], level)
+    outs = run(pts, params)
+    assert outs[first].alarm
+    assert not outs[second].alarm and outs[second].score < params.threshold
+    assert outs[third].alarm
