@@ -69,7 +69,7 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path) -> None:
         assert wait_until(all_up, timeout=120, interval=1), [
             (t["labels"]["job"], t["labels"]["instance"], t["health"]) for u in shards for t in _targets(u)
         ]
-        jobs = {t["labels"]["job"] for t in _targets(shards[0])}
+        jobs = {t["labels"]["job"] for u in shards for t in _targets(u)}
         assert {"libvirt", "alertmanager", "alert-bridge", "analytics", "victoria-metrics"} <= jobs
         assert len([t for t in _targets(shards[0]) if t["labels"]["job"] == "alert-bridge"]) == 2
         # The libvirt exporters are split by hashmod; together the shards scrape each once.
@@ -81,6 +81,18 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path) -> None:
             for t in _targets(url):
                 if t["labels"]["job"] == "libvirt":
                     assert hashmod(t["labels"]["instance"], 2) == i
+        # The analytics sidecars read the global view (VictoriaMetrics) unchanged and split the 20 VMs.
+        sidecars = [f"http://127.0.0.1:{base + 6}/metrics", f"http://127.0.0.1:{base + 7}/metrics"]
+
+        def analysed() -> list[float]:
+            out = []
+            for url in sidecars:
+                for line in requests.get(url, timeout=10).text.splitlines():
+                    if line.startswith("novacron_analytics_vms_analysed "):
+                        out.append(float(line.split()[1]))
+            return out
+
+        assert wait_until(lambda: sum(analysed()) == 20 and 0 not in analysed(), timeout=60), analysed()
         status = subprocess.run([*cmd, "status"], capture_output=True, text=True, check=False)
         assert status.returncode == 0, status.stdout
         assert "alert-bridge-1" in status.stdout and "victoria-metrics" in status.stdout
