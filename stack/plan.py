@@ -110,6 +110,8 @@ def _bridge_config(cfg: StackConfig, token_file: Path, am_url: str) -> dict[str,
     config: dict[str, Any] = {
         "auth": {"tokens": [{"name": "alertmanager", "role": "webhook", "token_file": str(token_file)}]},
         "alertmanager": {"urls": [am_url]},
+        # The always-firing watchdog is a dead man's switch for the bridge, not an alert to mail.
+        "heartbeat": {"alertname": "NovaCronWatchdog"},
     }
     if cfg.smtp_host:
         config["channels"] = {
@@ -124,14 +126,35 @@ def _bridge_config(cfg: StackConfig, token_file: Path, am_url: str) -> dict[str,
     return config
 
 
-def _alertmanager_config(bridge_url: str) -> dict[str, Any]:
-    """The shipped routing config, with the bridge's webhook pointed at this stack's bridge."""
+def _alertmanager_config(bridge_url: str, smtp_host: str = "", smtp_port: int = 25) -> dict[str, Any]:
+    """The shipped routing config, pointed at this stack's bridge and mail relay.
+
+    Without a relay the email digest route is dropped: failing to mail would page as
+    NovaCronAlertmanagerNotificationsFailing during business hours.
+    """
     config = yaml.safe_load((RULES_DIR / "alertmanager" / "alertmanager.yml").read_text())
     for receiver in config.get("receivers", []):
         for hook in receiver.get("webhook_configs", []):
             if str(hook.get("url", "")).startswith(BRIDGE_DEFAULT_URL):
                 hook["url"] = bridge_url + str(hook["url"])[len(BRIDGE_DEFAULT_URL) :]
+    if smtp_host:
+        config.setdefault("global", {})["smtp_smarthost"] = f"{smtp_host}:{smtp_port}"
+        return config
+    mailers = {r["name"] for r in config.get("receivers", []) if r.get("email_configs")}
+    config["receivers"] = [r for r in config["receivers"] if r["name"] not in mailers]
+    config["route"]["routes"] = _without_receivers(config["route"].get("routes", []), mailers)
     return config
+
+
+def _without_receivers(routes: list[dict[str, Any]], dropped: set[str]) -> list[dict[str, Any]]:
+    kept = []
+    for route in routes:
+        if route.get("receiver") in dropped:
+            continue
+        if "routes" in route:
+            route["routes"] = _without_receivers(route["routes"], dropped)
+        kept.append(route)
+    return kept
 
 
 def rule_files() -> list[Path]:
@@ -213,7 +236,9 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
     (am_dir / "bridge_token").write_text(token_file.read_text())
     os.chmod(am_dir / "bridge_token", 0o600)
     (am_dir / "alertmanager.yml").write_text(
-        yaml.safe_dump(_alertmanager_config(urls["alert_bridge"]), sort_keys=False)
+        yaml.safe_dump(
+            _alertmanager_config(urls["alert_bridge"], cfg.smtp_host, cfg.smtp_port), sort_keys=False
+        )
     )
     services.append(
         Service(

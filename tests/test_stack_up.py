@@ -152,3 +152,20 @@ def test_every_console_script_answers_help() -> None:
         result = subprocess.run([str(bindir / script), "--help"], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, f"{script}: {result.stderr}"
         assert "usage:" in result.stdout
+
+
+def test_generated_alertmanager_config_passes_amtool_with_and_without_a_mail_relay(tmp_path: Path) -> None:
+    from stack.plan import _alertmanager_config
+
+    for relay, mailers in (("", 0), ("relay.example", 1)):
+        config = _alertmanager_config("http://127.0.0.1:1234", relay, 2525)
+        path = tmp_path / "alertmanager.yml"
+        path.write_text(yaml.safe_dump(config))
+        (tmp_path / "bridge_token").write_text("x" * 32)
+        check = subprocess.run(
+            ["amtool", "check-config", str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+        assert sum(1 for r in config["receivers"] if r.get("email_configs")) == mailers
+        hooks = [h["url"] for r in config["receivers"] for h in r.get("webhook_configs", [])]
+        assert hooks and all(u.startswith("http://127.0.0.1:1234/") for u in hooks)
