@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-INFO_LABELS = (
-    "provider",
-    "account",
-    "region",
-    "zone",
-    "host",
-    "vm_id",
-    "vm_name",
-    "tenant",
-    "project",
-    "flavor",
-    "instance_type",
-)
+from exporters.common.schema import VM_INFO_LABELS
+
+INFO_LABELS = VM_INFO_LABELS
 
 # name -> HELP. Every per-VM value is a gauge: clouds publish per-period aggregates, not counters.
 VM_METRICS: dict[str, str] = {

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.samples import Sample
 
+from exporters.common.schema import VM_INFO_LABELS
 from exporters.libvirt.gather import ACTIVE_STATES, DomainSample, HostSample, Snapshot
 
 KIB = 1024
@@ -219,19 +220,7 @@ JOB_SPECS = (
         "Bytes the job still has to move",
     ),
 )
-INFO_LABELS = (
-    "provider",
-    "account",
-    "region",
-    "zone",
-    "host",
-    "vm_id",
-    "vm_name",
-    "tenant",
-    "project",
-    "flavor",
-    "instance_type",
-)
+INFO_LABELS = VM_INFO_LABELS
 
 
 def _sample_name(fam: Metric) -> str:
