@@ -14,6 +14,7 @@ import yaml
 
 from alert_bridge.main import main
 from alert_bridge.testing import ADMIN_TOKEN, WEBHOOK_TOKEN, alert, bridge_process, payload, wait
+from tests.harness.tls import self_signed_cert
 
 N = 100
 
@@ -129,29 +130,7 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
 
 
 def test_tls_from_web_config_file(tmp_path, capsys):
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_cert(tmp_path)
     web = tmp_path / "web.yml"
     web.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": str(cert), "key_file": str(key)}}))
     proc = bridge_process(tmp_path / "tls", {}, f"sqlite:///{tmp_path / 'b.db'}")

@@ -8,13 +8,13 @@ import hashlib
 import hmac
 import json
 import ssl
-import subprocess
 import time
 
 import pytest
 
 from alert_bridge.testing import Receiver, alert, base_config, inprocess_bridge, payload, wait
 from tests.harness import start_smtp
+from tests.harness.tls import self_signed_cert
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
@@ -219,30 +219,7 @@ def test_storm_sends_one_summary(httpserver, sqlite_url):
 
 
 def _self_signed(tmp_path):
-    cert, key = tmp_path / "smtp.crt", tmp_path / "smtp.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return self_signed_cert(tmp_path, "smtp")
 
 
 def test_email_starttls_and_auth_with_password_file(tmp_path):

@@ -24,6 +24,7 @@ from tests.harness import (
     test_driver_hosts,
     wait_until,
 )
+from tests.harness.tls import self_signed_cert
 
 REPO = Path(__file__).resolve().parents[1]
 EXPORTER = [sys.executable, "-m", "exporters.libvirt.main"]
@@ -205,26 +206,7 @@ def test_prometheus_scrapes_both_modes_and_documented_queries_answer(exporter: s
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
-    request = [
-        "openssl",
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]
-    subprocess.run(
-        [*request, "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return cert, key
+    return self_signed_cert(tmp_path)
 
 
 def test_tls_and_basic_auth_from_the_command_line(fleet: str, tmp_path: Path) -> None:
