@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -46,7 +48,12 @@ def register(subparsers: Any) -> None:
     add_source_flags(parser)
     add_web_flags(parser, DEFAULT_PORT)
     parser.add_argument("--interval", default=None, help="time between analysis cycles (e.g. 60s, 15m)")
-    parser.add_argument("--state.dir", dest="state_dir", default=None, help="folder for the audit log")
+    parser.add_argument(
+        "--state.dir",
+        dest="state_dir",
+        default=None,
+        help="folder for the audit log and the anomaly detectors' state",
+    )
     parser.add_argument(
         "--shard.lease-ttl",
         dest="lease_ttl",
@@ -82,6 +89,8 @@ class Loop:
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.after: list[Callable[[Results], None]] = []  # run after each good cycle (decisions)
+        self.on_stop: list[Callable[[], object]] = []  # run once at shutdown (save the anomaly state)
+        self._thread: threading.Thread | None = None
 
     def once(self) -> bool:
         if self.lease is not None:
@@ -113,7 +122,25 @@ class Loop:
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.run_forever, name="analytics-loop", daemon=True)
         thread.start()
+        self._thread = thread
         return thread
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Stop cycling, let a running cycle finish for up to `grace` seconds, then run the stop hooks.
+
+        A cycle still running after the grace keeps going while the hooks save: the anomaly engine's lock
+        makes each series' saved state whole, and the few points scored after it are re-scored next start."""
+        self.stop.set()
+        self.wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(grace)
+            if self._thread.is_alive():
+                log.warning("analysis cycle still running after %.0fs; saving state anyway", grace)
+        for hook in self.on_stop:
+            try:
+                hook()
+            except Exception:  # one failing hook (a full disk) must not skip the others
+                log.exception("shutdown step failed")
 
 
 def build(
@@ -142,6 +169,7 @@ def build(
         loop.after.append(decision_hook)
     if anomaly:
         collectors.append(anomaly.collector)
+        loop.on_stop.append(anomaly.save)
         for path in anomaly.paths:
             routes[path] = api.guard_get(anomaly.handler)
     app = ExporterApp(
@@ -183,6 +211,11 @@ class _AnomalyParts:
     def handler(self, request: Request) -> Response:
         return Response.from_app(self.flask.wsgi_app, request.environ)
 
+    def save(self) -> None:
+        written = self.engine.save()
+        if self.engine.state_dir is not None:
+            log.info("anomaly state saved (%d changed series) in %s", written, self.engine.state_dir)
+
 
 def _anomaly_parts(state_dir: str | None) -> _AnomalyParts | None:
     try:
@@ -223,12 +256,24 @@ def run(args: argparse.Namespace) -> int:
         cfg.shard.count,
     )
     loop.start()
+    _stop_on_signals(server)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        loop.stop.set()
-        loop.wake.set()
         server.server_close()
+        loop.shutdown()
     return 0
+
+
+def _stop_on_signals(server: Any) -> None:
+    """SIGTERM/SIGINT end serve_forever (from another thread: shutdown() waits for the serving loop), so the
+    `finally` in run() saves state; Python's default SIGTERM would kill the process without it."""
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.shutdown, name="analytics-shutdown", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

@@ -2,8 +2,9 @@
 
 The sidecar's cycle calls `AnomalyEngine.update(key, timestamps, values)` for every monitored series; only
 points newer than the last one seen are scored, so a cycle reads each point once. State is pickled per series
-under the state directory (atomic replace) and reloaded lazily after a restart. `AnomalyCollector` exposes
-the results:
+under the state directory (temp file, fsync, rename: a kill mid-write never leaves half a file) with a JSON
+index of every series' last scored timestamp, and reloaded lazily after a restart; the sidecar also saves on
+shutdown. `AnomalyCollector` exposes the results:
 
     # HELP novacron_anomaly_score Calibrated anomaly score of the series (0 normal .. 1 certainly anomalous).
     # TYPE novacron_anomaly_score gauge
@@ -13,11 +14,13 @@ the results:
     novacron_baseline_upper{resource="cpu",vm_id="vm-1"} 0.71
     novacron_baseline_lower{resource="cpu",vm_id="vm-1"} 0.12
     novacron_anomaly_alarms_total{resource="cpu",vm_id="vm-1"} 3.0
+    novacron_anomaly_points_scored_total 1440.0
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -37,6 +40,7 @@ from analytics_sidecar.anomaly.detector import AnomalyDetector, DetectorParams
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
+INDEX_FILE = "index.json"  # {"version", "saved_at", "series": {ident: {"file", "last_t", "points"}}}
 TRACE_LENGTH = 360  # recent (t, value, score) kept per series for correlation
 EPISODES_KEPT = 32
 
@@ -102,8 +106,15 @@ class AnomalyEngine:
         # since (the caller passes recent history, and only points after the saved last_t are scored).
         self.autosave_seconds = autosave_seconds
         self._last_save = time.monotonic()
+        # Points scored by this process (each point once, also across restarts): a restart that re-scored
+        # history would show here as a jump of a whole warm-up window.
+        self.points_scored = 0
+        self._index: dict[str, dict[str, object]] = {}
         if self.state_dir:
             self.state_dir.mkdir(parents=True, exist_ok=True)
+            self._index = self._read_index()
+            for stale in self.state_dir.glob("*.tmp"):  # left by a process killed mid-write
+                stale.unlink(missing_ok=True)
 
     def update(
         self, key: SeriesKey, timestamps: Sequence[float], values: Sequence[float]
@@ -127,6 +138,7 @@ class AnomalyEngine:
     def _score_point(self, st: SeriesState, t: float, x: float) -> None:
         out = st.detector.update(t, x)
         st.last_t = t
+        self.points_scored += 1
         st.score, st.upper, st.lower = out.score, out.upper, out.lower
         if out.alarm:
             st.alarms += 1
@@ -167,6 +179,8 @@ class AnomalyEngine:
             path = self._path(key)
             if path is not None and path.exists():
                 path.unlink()
+            if self._index.pop(key.ident, None) is not None:
+                self._write_index()
 
     # --- persistence -------------------------------------------------------------------------------------
 
@@ -177,7 +191,10 @@ class AnomalyEngine:
         return self.state_dir / f"{digest}.pkl"
 
     def save(self) -> int:
-        """Write every changed series' state (atomic per file); returns the number written."""
+        """Write every changed series' state and the index (each file atomically); returns the number written.
+
+        Safe to call from another thread while cycles run (shutdown): it holds the engine lock, so every
+        series is saved between two of its updates, never half-updated."""
         if self.state_dir is None:
             return 0
         with self._lock:
@@ -185,13 +202,40 @@ class AnomalyEngine:
             for st in dirty:
                 path = self._path(st.key)
                 assert path is not None
-                tmp = path.with_suffix(".tmp")
-                with open(tmp, "wb") as fh:
-                    pickle.dump({"version": STATE_VERSION, "params": self.params, "state": st}, fh)
-                os.replace(tmp, path)
+                blob = pickle.dumps({"version": STATE_VERSION, "params": self.params, "state": st})
+                _atomic_write(path, blob)
+                self._index[st.key.ident] = {
+                    "file": path.name,
+                    "last_t": st.last_t if math.isfinite(st.last_t) else None,
+                    "points": int(getattr(st.detector, "n", 0)),
+                }
+            if dirty:
+                self._write_index()
             self._dirty.clear()
             self._last_save = time.monotonic()
             return len(dirty)
+
+    def _write_index(self) -> None:
+        assert self.state_dir is not None
+        doc = {"version": STATE_VERSION, "saved_at": time.time(), "series": self._index}
+        _atomic_write(self.state_dir / INDEX_FILE, json.dumps(doc, indent=1, sort_keys=True).encode())
+
+    def _read_index(self) -> dict[str, dict[str, object]]:
+        """The previous process' index (kept for series not yet reloaded); unreadable -> logged, empty."""
+        assert self.state_dir is not None
+        path = self.state_dir / INDEX_FILE
+        if not path.exists():
+            return {}
+        try:
+            doc = json.loads(path.read_text())
+            series = doc["series"]
+            if not isinstance(series, dict) or not all(isinstance(v, dict) for v in series.values()):
+                raise ValueError("series is not a mapping of mappings")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("anomaly state index %s unreadable (%s); ignoring it", path, exc)
+            return {}
+        log.info("anomaly state: %d series saved by the previous run", len(series))
+        return dict(series)
 
     def _load(self, key: SeriesKey) -> SeriesState | None:
         path = self._path(key)
@@ -201,8 +245,12 @@ class AnomalyEngine:
             # The state dir is the sidecar's own private directory; nothing else writes there.
             with open(path, "rb") as fh:
                 blob = pickle.load(fh)  # noqa: S301
-        except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError) as exc:
-            log.warning("anomaly state %s unreadable (%s); starting the series afresh", path.name, exc)
+            if not isinstance(blob, dict) or not isinstance(blob.get("state"), SeriesState):
+                raise ValueError("not a series state")
+        except Exception as exc:  # truncated or garbled bytes raise almost anything from pickle
+            log.warning(
+                "anomaly state %s unreadable (%s); starting the series afresh", path.name, type(exc).__name__
+            )
             return None
         if blob.get("version") != STATE_VERSION or blob.get("params") != self.params:
             log.info("anomaly state %s is from other parameters; starting the series afresh", path.name)
@@ -247,6 +295,11 @@ class AnomalyCollector:
             "Sparse alarms raised for the series (one per suppression window).",
             labels=labels,
         )
+        scored = CounterMetricFamily(
+            "novacron_anomaly_points_scored",
+            "Points scored by the anomaly detectors since this process started (each point once).",
+            value=self.engine.points_scored,
+        )
         for st in self.engine.series():
             lv = [st.key.vm_id, st.key.resource]
             score.add_metric(lv, st.score)
@@ -254,7 +307,20 @@ class AnomalyCollector:
                 upper.add_metric(lv, st.upper)
                 lower.add_metric(lv, st.lower)
             alarms.add_metric(lv, st.alarms)
-        yield from (score, upper, lower, alarms)
+        yield from (score, upper, lower, alarms, scored)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Temp file in the same folder, fsync, rename over the target: readers see the old or the new file."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def keys_from_labels(resource: str, labels: Mapping[str, str], kind: str = "vm") -> SeriesKey:
