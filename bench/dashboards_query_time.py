@@ -401,6 +401,8 @@ def main() -> int:
         for expr in (
             "provider_region_host_tenant_class:novacron_vm_workload_class:count",
             "provider_region_host_tenant_le:novacron_vm_memory_utilisation:count",
+            "provider_region_host_tenant:novacron_vm_efficiency_ratio:count",
+            "provider_region_host_tenant_risk:novacron_vm_recommended_vcpus:sum",
             "host:novacron_host_cpu_utilisation:ratio",
             "rate(novacron_cloud_api_calls_total[1m])",
             "rate(novacron_bridge_delivery_latency_seconds_bucket[1m])",

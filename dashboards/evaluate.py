@@ -77,11 +77,6 @@ def time_range(model: Mapping[str, Any], end: float) -> tuple[float, float]:
     return end - span, end
 
 
-def step_for(span: float, scrape_interval: float) -> float:
-    """Grafana's interval: span / max data points, never below the scrape interval."""
-    return max(scrape_interval, math.ceil(span / MAX_DATA_POINTS))
-
-
 def builtins(span: float, step: float, scrape_interval: float) -> dict[str, str]:
     """$__interval, $__rate_interval (max(interval + scrape, 4 x scrape)) and $__range, as in Grafana."""
     rate = max(step + scrape_interval, 4 * scrape_interval)
@@ -163,15 +158,36 @@ def _js_regex(regex: str) -> str:
     return body.replace("(?<", "(?P<")
 
 
-def queries(model: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """(panel title, target) for every panel target, and the dashboard's annotation queries."""
+def queries(model: Mapping[str, Any]) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+    """(panel, target) for every panel target, and the dashboard's annotation queries (as pseudo-panels)."""
     for panel in panels(dict(model)):
         for target in panel.get("targets", []):
             if target.get("expr"):
-                yield panel.get("title", ""), target
+                yield panel, target
     for annotation in model.get("annotations", {}).get("list", []):
         if annotation.get("expr"):
-            yield f"annotation {annotation.get('name')}", {"expr": annotation["expr"], "refId": "annotation"}
+            pseudo = {"title": f"annotation {annotation.get('name')}"}
+            yield pseudo, {"expr": annotation["expr"], "refId": "annotation"}
+
+
+def parse_interval(text: str) -> float:
+    """Grafana's min interval (`30s`, `5m`, `1h`); empty or `$__...` means none (0)."""
+    match = re.match(r"^>?(\d+)([smhdw])$", str(text or "").strip())
+    return int(match.group(1)) * UNITS[match.group(2)] if match else 0.0
+
+
+def panel_step(
+    panel: Mapping[str, Any], target: Mapping[str, Any], span: float, scrape_interval: float
+) -> tuple[float, float]:
+    """(step, the interval $__rate_interval counts as the scrape) as Grafana derives them for one query.
+
+    The lower bound is the query's min step, else the panel's min interval, else the data source's scrape
+    interval; the points are the panel's maxDataPoints (else ~ a half-screen panel's width).
+    """
+    floor = parse_interval(target.get("interval", "")) or parse_interval(panel.get("interval", ""))
+    points = panel.get("maxDataPoints") or MAX_DATA_POINTS
+    lower = floor or scrape_interval
+    return max(lower, math.ceil(span / points)), lower
 
 
 def run_target(
@@ -211,10 +227,14 @@ def run_dashboard(
     """Every query of the dashboard's default view, run one after another (as a cold browser tab would)."""
     end = time.time() if end is None else end
     start, end = time_range(model, end)
-    step = step_for(end - start, scrape_interval)
-    # Keep "now" an evaluation point, so the newest data always shows (as after a dashboard refresh).
-    start = end - step * math.floor((end - start) / step)
+    span = end - start
     values = variable_values(prom, model, overrides or {}, start, end)
-    values.update(builtins(end - start, step, scrape_interval))
     values.setdefault("datasource", "prometheus")
-    return [run_target(prom, panel, target, values, start, end, step) for panel, target in queries(model)]
+    results = []
+    for panel, target in queries(model):
+        step, lower = panel_step(panel, target, span, scrape_interval)
+        # Keep "now" an evaluation point, so the newest data always shows (as after a dashboard refresh).
+        first = end - step * math.floor(span / step)
+        scoped = {**values, **builtins(span, step, lower)}
+        results.append(run_target(prom, str(panel.get("title", "")), target, scoped, first, end, step))
+    return results

@@ -297,9 +297,16 @@ def ts(
     stack: bool = False,
     fill: int = 10,
     max_value: float | None = None,
+    min_interval: str = "",
 ) -> timeseries.Panel:
-    """A time series panel with a palette (theme-aware) colour scheme and a table legend."""
+    """A time series panel with a palette (theme-aware) colour scheme and a table legend.
+
+    `min_interval` (Grafana's query option) floors the step for series that change more slowly than they
+    are scraped, such as the sidecar's write-back: fewer points, same picture.
+    """
     panel = _common(timeseries.Panel(), title, description, unit, queries)
+    if min_interval:
+        panel = panel.interval(min_interval)
     panel = (
         panel.line_width(1)
         .fill_opacity(fill)
@@ -410,13 +417,18 @@ def table_panel(
     return panel
 
 
+# A heatmap cell narrower than a few pixels is unreadable: about 200 columns across a half-width panel.
+HEATMAP_MAX_POINTS = 200
+
+
 def heatmap_panel(title: str, description: str, unit: str, expr: str) -> heatmap.Panel:
     """A heatmap from pre-bucketed rows: `expr` yields one series per bucket, labelled `le` (upper bound)."""
     from grafana_foundation_sdk.builders import heatmap as bh
 
     panel = _common(heatmap.Panel(), title, description, unit, [Query(expr, "{{le}}")])
     return (
-        panel.calculate(False)
+        panel.max_data_points(HEATMAP_MAX_POINTS)
+        .calculate(False)
         .rows_frame(bh.RowsHeatmapOptions().layout(mc.HeatmapCellLayout.LE).value("VMs"))
         .color(
             bh.HeatmapColorOptions()

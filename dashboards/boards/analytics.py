@@ -11,7 +11,6 @@ from dashboards.sdk import (
     fleet_variables,
     gauge_bars,
     nav_links,
-    only_vm,
     stat_panel,
     table_panel,
     ts,
@@ -19,11 +18,17 @@ from dashboards.sdk import (
 )
 
 CPU = "vm:novacron_vm_cpu_utilisation:ratio"
-RECOMMENDED = 'novacron_vm_recommended_vcpus{risk="balanced"}'
 SAVINGS = "novacron_vm_potential_savings_per_month"
 # Pre-aggregated per (provider, region, host, tenant) by rules/dashboards.rules.yml.
 FORECAST_1D = "provider_region_host_tenant_bound:novacron_vm_cpu_forecast_cores:sum1d"
 CLASSES = "provider_region_host_tenant_class:novacron_vm_workload_class:count"
+# The sidecar rewrites its results once a cycle (15 min by default): a finer step only repeats values.
+SIDECAR_STEP = "5m"
+IDLE_SUM = "provider_region_host_tenant:novacron_vm_idle:sum"
+VCPUS_SUM = "provider_region_host_tenant:novacron_vm_vcpus:sum"
+RECOMMENDED_SUM = "provider_region_host_tenant_risk:novacron_vm_recommended_vcpus:sum"
+EFFICIENCY_SUM = "provider_region_host_tenant:novacron_vm_efficiency_ratio:sum"
+EFFICIENCY_COUNT = "provider_region_host_tenant:novacron_vm_efficiency_ratio:count"
 
 
 def analytics() -> Board:
@@ -44,7 +49,7 @@ def analytics() -> Board:
             "Idle VMs",
             "VMs meeting the sidecar's idle thresholds.",
             "short",
-            Query(f"count({only_vm('novacron_vm_idle == 1')}) or vector(0)"),
+            Query(f"sum({IDLE_SUM}{{{VM_FILTER}}}) or vector(0)"),
             steps=((None, "green"), (1, "orange")),
         ),
         w=6,
@@ -55,7 +60,10 @@ def analytics() -> Board:
             "vCPUs reclaimable",
             "Allocated minus recommended vCPUs over the selection.",
             "short",
-            Query(f"sum({only_vm('novacron_vm_vcpus')}) - sum({only_vm(RECOMMENDED)})"),
+            Query(
+                f"sum({VCPUS_SUM}{{{VM_FILTER}}})"
+                f' - sum({RECOMMENDED_SUM}{{{VM_FILTER}, risk="balanced"}})'
+            ),
         ),
         w=6,
         h=5,
@@ -78,7 +86,7 @@ def analytics() -> Board:
             "Fleet efficiency",
             "Mean efficiency score: p95 usage over allocation, capped at 1.",
             "percentunit",
-            Query(f"avg({only_vm('novacron_vm_efficiency_ratio')})"),
+            Query(f"sum({EFFICIENCY_SUM}{{{VM_FILTER}}}) / sum({EFFICIENCY_COUNT}{{{VM_FILTER}}})"),
             steps=((None, "red"), (0.3, "orange"), (0.6, "green")),
         ),
         w=6,
@@ -105,6 +113,7 @@ def analytics() -> Board:
                 "{{class}}",
             ),
             stack=True,
+            min_interval=SIDECAR_STEP,
         ),
         w=12,
         h=9,
@@ -116,6 +125,7 @@ def analytics() -> Board:
             "Forecast busy cores one day ahead with its prediction interval.",
             "short",
             Query(f"sum by(bound) ({FORECAST_1D}{{{VM_FILTER}}})", "{{bound}}"),
+            min_interval=SIDECAR_STEP,
         ),
         w=12,
     )

@@ -8,14 +8,13 @@ from dashboards.sdk import (
     Query,
     fleet_variables,
     nav_links,
-    only_vm,
     stat_panel,
     table_panel,
     ts,
 )
 
-COST = "novacron_vm_cost_per_month"  # analytics sidecar, from its price catalogue
 COST_SUM = "provider_region_host_tenant:novacron_vm_cost_per_month:sum"  # rules/dashboards.rules.yml
+SAVINGS_SUM = "provider_region_host_tenant:novacron_vm_potential_savings_per_month:sum"
 API = 'provider=~"$provider", region=~"$region"'
 
 
@@ -40,7 +39,7 @@ def cloud() -> Board:
             "Cost per month",
             "Estimated monthly cost of the selected VMs (price catalogue).",
             "currencyUSD",
-            Query(f"sum({only_vm(COST)})"),
+            Query(f"sum({COST_SUM}{{{VM_FILTER}}})"),
         ),
         w=6,
         h=5,
@@ -50,7 +49,7 @@ def cloud() -> Board:
             "Potential savings",
             "Monthly savings if every right-sizing recommendation were applied.",
             "currencyUSD",
-            Query(f"sum({only_vm('novacron_vm_potential_savings_per_month')})"),
+            Query(f"sum({SAVINGS_SUM}{{{VM_FILTER}}})"),
         ),
         w=6,
         h=5,

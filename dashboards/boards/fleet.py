@@ -5,7 +5,6 @@ from __future__ import annotations
 from dashboards.sdk import (
     UTIL_THRESHOLDS,
     VM_FILTER,
-    VM_INFO,
     Board,
     Query,
     by_vm,
@@ -15,7 +14,6 @@ from dashboards.sdk import (
     host_link,
     host_variables,
     nav_links,
-    only_vm,
     stat_panel,
     table_panel,
     ts,
@@ -36,6 +34,9 @@ VMS_COUNT = "provider_region_host_tenant:novacron_vms:count"
 VMS_BY_STATE = "provider_region_host_tenant_state:novacron_vms:count"
 CPU_BUCKETS = "provider_region_host_tenant_le:novacron_vm_cpu_utilisation:count"
 MEM_BUCKETS = "provider_region_host_tenant_le:novacron_vm_memory_utilisation:count"
+VCPUS_SUM = "provider_region_host_tenant:novacron_vm_vcpus:sum"
+MEMORY_SUM = "provider_region_host_tenant:novacron_vm_memory_bytes:sum"
+CPU_SUM = "provider_region_host_tenant:novacron_vm_cpu_utilisation:sum"
 
 
 def fleet_overview() -> Board:
@@ -51,7 +52,12 @@ def fleet_overview() -> Board:
     )
     board.row("Inventory")
     board.add(
-        stat_panel("VMs", "VMs known to NovaCron in the selection.", "short", Query(f"count({VM_INFO})")),
+        stat_panel(
+            "VMs",
+            "VMs known to NovaCron in the selection.",
+            "short",
+            Query(f"sum({VMS_COUNT}{{{VM_FILTER}}})"),
+        ),
         w=4,
         h=4,
     )
@@ -81,7 +87,7 @@ def fleet_overview() -> Board:
             "vCPUs",
             "Allocated vCPUs across the selection.",
             "short",
-            Query(f"sum({only_vm('novacron_vm_vcpus')})"),
+            Query(f"sum({VCPUS_SUM}{{{VM_FILTER}}})"),
         ),
         w=4,
         h=4,
@@ -91,7 +97,7 @@ def fleet_overview() -> Board:
             "Memory",
             "Allocated memory across the selection.",
             "bytes",
-            Query(f"sum({only_vm('novacron_vm_memory_bytes')})"),
+            Query(f"sum({MEMORY_SUM}{{{VM_FILTER}}})"),
         ),
         w=4,
         h=4,
@@ -101,7 +107,8 @@ def fleet_overview() -> Board:
             "Mean CPU",
             "Mean CPU utilisation of the selected VMs.",
             "percentunit",
-            Query(f"avg({only_vm(CPU)})"),
+            # Each VM with a CPU value is in exactly one heatmap row: the rows' sum is the divisor.
+            Query(f"sum({CPU_SUM}{{{VM_FILTER}}}) / sum({CPU_BUCKETS}{{{VM_FILTER}}})"),
             steps=UTIL_THRESHOLDS,
         ),
         w=4,
