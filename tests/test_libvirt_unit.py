@@ -13,6 +13,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.common.config import ConfigError
+from exporters.common.schema import VM_INFO_LABELS
 from exporters.common.web import registry_with
 from exporters.libvirt.collector import DEFAULT_GROUPS, LibvirtCollector
 from exporters.libvirt.domainxml import parse_domain_xml
@@ -73,6 +74,22 @@ def test_novacron_metadata_wins_over_nova() -> None:
     assert meta.labels["tenant"] == "acme"
     assert meta.labels["region"] == "eu-west"
     assert meta.labels["project"] == "shop"  # not set by NovaCron: nova's value stays
+
+
+def test_novacron_group_metadata_becomes_the_novacron_group_label() -> None:
+    xml = NOVACRON_OVER_NOVA.replace(
+        "<novacron:tenant>", "<novacron:group> shop-frontend </novacron:group><novacron:tenant>"
+    )
+    meta = parse_domain_xml(xml)
+    assert meta.labels["novacron_group"] == "shop-frontend" and "group" not in meta.labels
+    host = HostSample(hostname="kvm01", uri="qemu:///system", node_info=["x86_64", 4, 4, 2000, 1, 1, 2, 2])
+    grouped = DomainSample(uuid="u-1", name="a", stats={"state.state": 1}, meta=meta)
+    plain = DomainSample(uuid="u-2", name="b", stats={"state.state": 1}, meta=parse_domain_xml(NOVA_XML))
+    samples = _samples(vm_families(Snapshot(up=True, host=host, domains=[grouped, plain]), DEFAULT_GROUPS))
+    info = {s.labels["vm_id"]: s.labels for s in samples["novacron_vm_info"]}
+    assert set(info["u-1"]) == set(VM_INFO_LABELS)
+    assert info["u-1"]["novacron_group"] == "shop-frontend"
+    assert info["u-2"]["novacron_group"] == ""  # no <novacron:group>: the label is there, empty
 
 
 def test_bad_domain_xml_is_a_value_error() -> None:

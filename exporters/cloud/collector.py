@@ -2,8 +2,9 @@
 
 Sample output (abridged):
 
-    novacron_vm_info{account="123456789012",flavor="t3.micro",host="",instance_type="t3.micro",project="",
-        provider="aws",region="eu-west-1",tenant="acme",vm_id="i-0abc",vm_name="web-1",zone="eu-west-1a"} 1.0
+    novacron_vm_info{account="123456789012",flavor="t3.micro",host="",instance_type="t3.micro",
+        novacron_group="web",project="",provider="aws",region="eu-west-1",tenant="acme",vm_id="i-0abc",
+        vm_name="web-1",zone="eu-west-1a"} 1.0
     novacron_vm_state{vm_id="i-0abc"} 1.0
     novacron_vm_cpu_utilisation_ratio{vm_id="i-0abc"} 0.42
     novacron_vm_status_check_failed{check="instance",vm_id="i-0abc"} 0.0
@@ -28,6 +29,12 @@ from exporters.cloud.refresh import Snapshot, TargetRefresher
 from exporters.cloud.schema import INFO_LABELS, VM_METRICS
 
 TARGET_LABELS = ["provider", "account", "region"]
+
+
+def _info_value(provider: str, vm: VM, label: str) -> str:
+    """One `novacron_vm_info` label of a cloud VM: clouds have no host, the instance type is the flavor."""
+    special = {"provider": provider, "host": "", "flavor": vm.instance_type, "novacron_group": vm.group}
+    return special[label] if label in special else str(getattr(vm, label))
 
 
 class CloudCollector:
@@ -65,22 +72,7 @@ class CloudCollector:
         memory = GaugeMetricFamily("novacron_vm_memory_bytes", "Memory of the VM in bytes.", labels=["vm_id"])
         for provider, vms in groups:
             for vm in vms:
-                info.add_metric(
-                    [
-                        provider,
-                        vm.account,
-                        vm.region,
-                        vm.zone,
-                        "",
-                        vm.vm_id,
-                        vm.vm_name,
-                        vm.tenant,
-                        vm.project,
-                        vm.instance_type,
-                        vm.instance_type,
-                    ],
-                    1.0,
-                )
+                info.add_metric([_info_value(provider, vm, name) for name in INFO_LABELS], 1.0)
                 state.add_metric([vm.vm_id], vm.state)
                 if vm.vcpus is not None:
                     vcpus.add_metric([vm.vm_id], vm.vcpus)

@@ -44,6 +44,7 @@ class VM:
     memory_bytes: float | None = None
     tenant: str = ""
     project: str = ""
+    group: str = ""  # the `novacron_group` label: the VM's scaling group
 
 
 @dataclass(frozen=True)

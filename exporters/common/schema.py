@@ -15,4 +15,6 @@ VM_INFO_LABELS = (
     "project",
     "flavor",
     "instance_type",
+    # The VM's scaling group (decision support scales per group): libvirt <novacron:group>, cloud tag.
+    "novacron_group",
 )

@@ -10,11 +10,13 @@ NovaCron metadata lives in the domain's <metadata> element under its own namespa
         <novacron:instance_type>general</novacron:instance_type>
         <novacron:region>eu-west</novacron:region>
         <novacron:zone>eu-west-1a</novacron:zone>
+        <novacron:group>web-shop-frontend</novacron:group>
       </novacron:instance>
     </metadata>
 
 OpenStack nova writes `<nova:instance xmlns:nova="http://openstack.org/xmlns/libvirt/nova/1.x">`; its display
-name, flavor and owner project fill the same labels when no NovaCron element sets them.
+name, flavor and owner project fill the same labels when no NovaCron element sets them. `<novacron:group>`
+(the VM's scaling group) becomes the `novacron_group` label.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from dataclasses import dataclass, field
 
 NOVACRON_NS = "http://novacron.io/xmlns/libvirt/1.0"
 NOVA_NS_PREFIX = "http://openstack.org/xmlns/libvirt/nova/"
-NOVACRON_FIELDS = ("tenant", "project", "flavor", "instance_type", "region", "zone")
+# NovaCron element -> novacron_vm_info label; the group's is prefixed (a bare `group` is too generic).
+NOVACRON_FIELDS = {
+    "tenant": "tenant",
+    "project": "project",
+    "flavor": "flavor",
+    "instance_type": "instance_type",
+    "region": "region",
+    "zone": "zone",
+    "group": "novacron_group",
+}
 
 
 @dataclass(frozen=True)
@@ -67,10 +78,10 @@ def _novacron_labels(metadata: ET.Element) -> dict[str, str]:
     if inst is None:
         return {}
     out = {}
-    for name in NOVACRON_FIELDS:
-        value = _text(inst.find(f"{{{NOVACRON_NS}}}{name}"))
+    for element, label in NOVACRON_FIELDS.items():
+        value = _text(inst.find(f"{{{NOVACRON_NS}}}{element}"))
         if value:
-            out[name] = value
+            out[label] = value
     return out
 
 

@@ -3,8 +3,9 @@
 Sample output (one running domain, abridged):
 
     novacron_libvirt_up 1.0
-    novacron_vm_info{account="kvm01",flavor="m1.small",host="kvm01",instance_type="",project="web",provider="kvm",
-        region="",tenant="acme",vm_id="6695eb01-f6a4-8304-79aa-97f2502e193f",vm_name="web-1",zone=""} 1.0
+    novacron_vm_info{account="kvm01",flavor="m1.small",host="kvm01",instance_type="",novacron_group="web",
+        project="web",provider="kvm",region="",tenant="acme",vm_id="6695eb01-f6a4-8304-79aa-97f2502e193f",
+        vm_name="web-1",zone=""} 1.0
     novacron_vm_state{vm_id="6695eb01-f6a4-8304-79aa-97f2502e193f"} 1.0
     novacron_vm_cpu_seconds_total{vm_id="6695eb01-f6a4-8304-79aa-97f2502e193f"} 48.77
     novacron_vm_vcpu_delay_seconds_total{vcpu="0",vm_id="6695eb01-..."} 0.12

@@ -66,6 +66,19 @@ def parse_common(
     )
 
 
+# Tag keys naming a VM's scaling group, first found wins: AWS and Azure allow the colon, GCP labels do not.
+GROUP_TAGS = ("novacron:group", "novacron_group")
+
+
+def group_of(tags: Mapping[str, Any], prefix: str = "") -> str:
+    """The VM's scaling group from its tags (`prefix` for GCP's `user:` label keys), else ""."""
+    for name in GROUP_TAGS:
+        value = tags.get(prefix + name)
+        if value:
+            return str(value)
+    return ""
+
+
 def parse_tags(raw: Any, key: str) -> dict[str, tuple[str, ...]]:
     """`tags: {env: prod, team: [a, b]}`: a VM matches when every key has one of the values."""
     tags: dict[str, tuple[str, ...]] = {}

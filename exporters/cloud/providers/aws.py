@@ -29,6 +29,7 @@ from exporters.cloud.providers import (
     CommonSettings,
     TooManyPages,
     chunked,
+    group_of,
     merge_samples,
     parse_common,
     parse_tags,
@@ -290,6 +291,7 @@ class AwsProvider(Provider):
             memory_bytes=memory or None,
             tenant=tags.get(self.settings.tenant_tag, ""),
             project=tags.get(self.settings.project_tag, ""),
+            group=group_of(tags),
         )
 
     # -- metrics -----------------------------------------------------------------------------------------

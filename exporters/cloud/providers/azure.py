@@ -30,6 +30,7 @@ from exporters.cloud.providers import (
     CommonSettings,
     TooManyPages,
     chunked,
+    group_of,
     merge_samples,
     parse_common,
     parse_tags,
@@ -279,6 +280,7 @@ class AzureProvider(Provider):
             state=_POWER.get(power, STATE_NOSTATE),
             tenant=str(tags.get(self.settings.tenant_tag, "")),
             project=str(tags.get(self.settings.project_tag, "")),
+            group=group_of(tags),
         )
 
     # -- metrics -----------------------------------------------------------------------------------------

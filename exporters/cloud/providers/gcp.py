@@ -30,6 +30,7 @@ from exporters.cloud.providers import (
     MAX_LIST_PAGES,
     CommonSettings,
     TooManyPages,
+    group_of,
     merge_samples,
     parse_common,
     parse_tags,
@@ -245,6 +246,7 @@ class GcpProvider(Provider):
             state=STATE_RUNNING,  # it reported CPU in the window
             tenant=s.labels.get(f"user:{self.settings.tenant_tag}", ""),
             project=s.labels.get(f"user:{self.settings.project_tag}", ""),
+            group=group_of(s.labels, "user:"),
         )
 
     def close(self) -> None:
