@@ -10,7 +10,8 @@
 | `GET /api/v1/decisions/slo[?tenant=T]` | per tenant: objective, availability, burn rates, budget left |
 | `GET /api/v1/decisions/insights[?host=H]` | expected host load per horizon, VM tags, threshold suggestions |
 
-Unknown parameters are a 400 naming them; before the first decision cycle every route answers 503.
+Unknown parameters are a 400 naming them; before the first decision cycle every route answers 503, and so
+does a sharded replica on standby (another replica holds the decision lease).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class DecisionApi:
             if unknown:
                 return _error(400, f"unknown query parameter(s): {', '.join(sorted(unknown))}")
             d = self.state.decisions
+            if self.state.role == "standby":
+                return _error(503, "standby: another sidecar replica holds the decision lease (shard 0)")
             if d is None:
                 return _error(503, "no decision cycle has completed yet")
             return fn(request, d)

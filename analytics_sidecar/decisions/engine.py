@@ -54,6 +54,9 @@ class DecisionState:
     decisions: Decisions | None = None
     events: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failures: int = 0
+    # "deciding" while this replica holds the decision lease; "standby" while a peer holds it (sharded
+    # replicas); "starting" before the first cycle.
+    role: str = "starting"
 
 
 class DecisionEngine:
@@ -72,6 +75,15 @@ class DecisionEngine:
         self.gate = health_mod.FailoverGate(settings.health)
         self.state = DecisionState()
         self._active: set[tuple[str, str]] = set()  # (kind, key) events currently raised
+
+    def stand_by(self) -> None:
+        """Drop the decisions and the state between cycles: another replica decides now. Windows, cooldowns
+        and hold timers restart if this replica decides again (its memory of them would have gaps)."""
+        self.triggers = scaling.ScalingTriggers(self.s.scaling)
+        self.gate = health_mod.FailoverGate(self.s.health)
+        self._active = set()
+        self.state.decisions = None
+        self.state.role = "standby"
 
     def run(self, results: Results, catalogue: Any) -> Decisions:
         t0 = time.perf_counter()

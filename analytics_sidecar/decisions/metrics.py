@@ -16,6 +16,7 @@ Sample output:
     novacron_vm_tags_info{criticality="high",vm_id="vm-1",workload_class="steady"} 1.0
     novacron_vm_cpu_alert_threshold_suggested_ratio{reason="load growing",vm_id="vm-9"} 0.97
     novacron_decision_events_total{kind="failover"} 1.0
+    novacron_decisions_active 1.0
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class DecisionCollector:
         f = CounterMetricFamily("novacron_decisions_failures", "Decision cycles that failed")
         f.add_metric([], st.failures)
         yield f
+        yield GaugeMetricFamily(
+            "novacron_decisions_active",
+            "1 while this replica holds the decision lease and decides (0 on standby or before a cycle)",
+            value=1.0 if st.role == "deciding" else 0.0,
+        )
         d = st.decisions
         if d is None:
             return

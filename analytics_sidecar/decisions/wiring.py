@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from analytics_sidecar.config import Config
+from analytics_sidecar.config import Config, Shard
 from analytics_sidecar.decisions.api import DecisionApi, Guard
 from analytics_sidecar.decisions.config import DecisionSettings
 from analytics_sidecar.decisions.engine import DecisionEngine
@@ -15,6 +15,15 @@ from analytics_sidecar.engine import Engine, Results
 from analytics_sidecar.source import PromSource, SourceError
 
 log = logging.getLogger(__name__)
+
+
+def holds_decision_lease(shard: Shard) -> bool:
+    """The decision lease is shard 0's share: whoever analyses it decides for the fleet.
+
+    That is replica 0 while it lives; when its heartbeat goes stale the shard lease hands share 0 to the next
+    live shard (analytics_sidecar/shard_lease.py), i.e. the lowest live replica, and back when 0 returns.
+    So there is one decider per live set, with no second lease to keep."""
+    return shard.owns(0)
 
 
 def attach(
@@ -27,16 +36,28 @@ def attach(
 ) -> Callable[[Results], None] | None:
     """Register routes and the collector; return the hook the loop calls with each cycle's results.
 
-    With `--shard`, only replica 0 decides (fleet-wide reads; per-VM inputs come from its own shard).
+    With `--shard`, every replica attaches but only the holder of the decision lease decides (fleet-wide
+    reads; per-VM inputs come from the shares it analyses); the others stand by and serve no decisions.
     """
     settings: DecisionSettings = getattr(cfg, "decisions", None) or DecisionSettings()
-    if not settings.enabled or cfg.shard.index != 0:
+    if not settings.enabled:
         return None
     dec = DecisionEngine(settings, cfg, source)
     routes.update(DecisionApi(dec.state, settings.migration).routes(guard))
     collectors.append(DecisionCollector(dec.state))
 
     def hook(results: Results) -> None:
+        shard = engine.cfg.shard  # as the lease set it for the cycle that produced `results`
+        if not holds_decision_lease(shard):
+            if dec.state.role != "standby":
+                log.info(
+                    "decision lease: shard 0 is analysed by a live peer; shard %d stands by", shard.index
+                )
+                dec.stand_by()
+            return
+        if dec.state.role == "standby":
+            log.info("decision lease: shard 0 adopted; shard %d decides for the fleet", shard.index)
+        dec.state.role = "deciding"
         try:
             d = dec.run(results, engine.catalogue)
         except SourceError as exc:

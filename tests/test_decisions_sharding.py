@@ -1,0 +1,146 @@
+"""Decisions under sharding: the replica holding shard 0's share decides; when replica 0 dies, the shard lease
+hands that share (and so the decisions) to replica 1 within the lease TTL, and back when replica 0 returns."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from analytics_sidecar.config import Shard
+from analytics_sidecar.decisions.wiring import holds_decision_lease
+from stack.plan import _bin
+from stack.processes import ManagedProcess, free_port, wait_until
+from tests.harness import start_prometheus, test_driver_fleet
+
+TOKEN = "sharding-decisions-token"
+INTERVAL = 1.0
+TTL = 3.0
+
+
+def test_the_decision_lease_is_shard_zeros_share() -> None:
+    assert holds_decision_lease(Shard(0, 1))
+    assert holds_decision_lease(Shard(0, 3))
+    assert not holds_decision_lease(Shard(1, 3))
+    # Shard 0 dead: the lease hands its share to the next live shard, which then decides.
+    assert holds_decision_lease(Shard(1, 3, adopted=frozenset({0})))
+    assert not holds_decision_lease(Shard(2, 3, adopted=frozenset({1})))
+
+
+def _metrics(url: str) -> dict[str, float]:
+    """Unlabelled decision gauges of one replica (empty when it does not answer)."""
+    try:
+        text = requests.get(f"{url}/metrics", timeout=5).text
+    except requests.RequestException:
+        return {}
+    return {
+        s.name: s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name.startswith("novacron_decisions_") and not s.labels
+    }
+
+
+def _deciding(url: str) -> bool:
+    m = _metrics(url)
+    return (
+        m.get("novacron_decisions_active") == 1 and "novacron_decisions_last_success_timestamp_seconds" in m
+    )
+
+
+def _standing_by(url: str) -> bool:
+    """No decision series, and the API says why (not merely "no cycle yet")."""
+    m = _metrics(url)
+    if m.get("novacron_decisions_active") != 0 or "novacron_decisions_last_success_timestamp_seconds" in m:
+        return False
+    status, body = _api_status(url)
+    return status == 503 and "standby" in body["error"]
+
+
+def _sidecar(tmp: Path, prom_url: str, index: int, port: int) -> ManagedProcess:
+    return ManagedProcess(
+        f"analytics-{index}",
+        [
+            _bin("novacron-analytics"),
+            "serve",
+            f"--config.file={tmp / 'analytics.yml'}",
+            f"--prometheus.url={prom_url}",
+            f"--shard={index}/2",
+            f"--interval={INTERVAL:.0f}s",
+            f"--shard.lease-ttl={TTL:.0f}s",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        tmp / f"analytics-{index}-{port}.log",
+        ready_url=f"http://127.0.0.1:{port}/metrics",
+        url=f"http://127.0.0.1:{port}",
+    )
+
+
+def _api_status(url: str) -> tuple[int, Any]:
+    r = requests.get(
+        f"{url}/api/v1/decisions/health", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+    )
+    return r.status_code, r.json()
+
+
+def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path) -> None:
+    uri = test_driver_fleet(tmp_path, 8, seed=5)
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "analytics.yml").write_text(
+        yaml.safe_dump({"api": {"token_file": str(tmp_path / "token")}, "analysis": {"lookback": "1h"}})
+    )
+    exp_port, ports = free_port(), [free_port(), free_port()]
+    exporter = ManagedProcess(
+        "libvirt",
+        [
+            _bin("novacron-libvirt-exporter"),
+            f"--libvirt.uri={uri}",
+            f"--web.listen-address=127.0.0.1:{exp_port}",
+        ],
+        tmp_path / "libvirt.log",
+        ready_url=f"http://127.0.0.1:{exp_port}/metrics",
+    )
+    procs: list[Any] = [exporter.start()]
+    try:
+        prom = start_prometheus(
+            tmp_path,
+            [
+                {"job_name": "libvirt", "static_configs": [{"targets": [f"127.0.0.1:{exp_port}"]}]},
+                {"job_name": "analytics", "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]},
+            ],
+        )
+        procs.append(prom)
+        prom.wait_for("novacron_vm_info", predicate=lambda r: len(r) == 8)
+        sidecars = [_sidecar(tmp_path, prom.url, i, ports[i]).start() for i in range(2)]
+        procs += sidecars
+        urls = [s.url for s in sidecars]
+
+        # Both alive: replica 0 decides, replica 1 stands by (no decision series, API 503 naming why). At a
+        # joint start replica 1 may decide for a cycle until replica 0's first heartbeat is scraped.
+        assert wait_until(lambda: _deciding(urls[0]) and _standing_by(urls[1]), timeout=30, interval=0.3), [
+            _metrics(u) for u in urls
+        ]
+        assert _api_status(urls[0])[0] == 200
+
+        sidecars[0].stop()
+        stopped = time.monotonic()
+        assert wait_until(lambda: _deciding(urls[1]), timeout=TTL + 15, interval=0.2), _metrics(urls[1])
+        took = time.monotonic() - stopped
+        # Replica 0's last heartbeat is at most a scrape old: the TTL, then one cycle of replica 1 (and the
+        # scrape that makes the heartbeat visible) on a noisy shared machine.
+        assert took <= TTL + 4 * INTERVAL + 3, took
+        assert _api_status(urls[1])[0] == 200
+
+        # Replica 0 comes back: it decides again and replica 1 steps down (one decider per live set).
+        back = _sidecar(tmp_path, prom.url, 0, ports[0]).start()
+        procs.append(back)
+        assert wait_until(lambda: _deciding(urls[0]) and _standing_by(urls[1]), timeout=30, interval=0.3), [
+            _metrics(u) for u in urls
+        ]
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
