@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from alert_bridge.automation import AutomationConfig, parse_automation
+from alert_bridge.enrichment import EnrichmentConfig, parse_enrichment
 from exporters.common.config import ConfigError, check_keys, read_secret
 
 SEVERITIES = ("none", "info", "warning", "error", "critical", "page")
@@ -124,6 +125,7 @@ class BridgeConfig:
     heartbeat_timeout_seconds: float = 300.0
     heartbeat_channels: tuple[str, ...] = ()
     automation: AutomationConfig = field(default_factory=AutomationConfig)
+    enrichment: EnrichmentConfig = field(default_factory=EnrichmentConfig)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -143,6 +145,7 @@ _TOP = {
     "timezone",
     "heartbeat",
     "automation",
+    "enrichment",
 }
 
 
@@ -229,6 +232,7 @@ def parse_config(data: Mapping[str, Any]) -> BridgeConfig:
         ),
         heartbeat_channels=heartbeat_channels,
         automation=parse_automation(_section(data, "automation"), channels),
+        enrichment=parse_enrichment(_section(data, "enrichment")),
     )
 
 

@@ -19,6 +19,7 @@ from alert_bridge.auth import ADMIN_ENV, TokenStore
 from alert_bridge.channels import build_channels
 from alert_bridge.config import BridgeConfig, TokenSpec, parse_config
 from alert_bridge.db import Database
+from alert_bridge.enrichment import Enricher
 from alert_bridge.metrics import BridgeMetrics
 from alert_bridge.service import Bridge
 from alert_bridge.worker import Worker
@@ -93,7 +94,11 @@ def build_service(config: BridgeConfig, storage_url: str) -> Service:
     if admin:
         tokens.ensure(TokenSpec("admin", "admin", admin), actor="environment")
     metrics = BridgeMetrics(db)
-    worker = Worker(bridge, build_channels(dict(config.channels)), metrics)
+    enricher = None
+    if config.enrichment.enabled:
+        failures = metrics.enrichment_failures
+        enricher = Enricher(config.enrichment, lambda reason: failures.labels(reason).inc())
+    worker = Worker(bridge, build_channels(dict(config.channels)), metrics, enricher)
     app = create_app(AppContext(bridge, tokens, metrics, worker.poke))
     return Service(config, db, bridge, tokens, metrics, worker, app)
 

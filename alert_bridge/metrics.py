@@ -8,6 +8,7 @@ novacron_bridge_notifications_failed_total{channel="sms"} 2.0
 novacron_bridge_outbox_depth 0.0
 novacron_bridge_dead_letters 1.0
 novacron_bridge_delivery_latency_seconds_bucket{channel="email",le="0.5"} 11.0
+novacron_bridge_enrichment_failures_total{reason="timeout"} 1.0
 """
 
 from __future__ import annotations
@@ -105,5 +106,11 @@ class BridgeMetrics:
             "novacron_bridge_webhook_requests",
             "Webhook requests by HTTP status code.",
             ["code"],
+            registry=self.registry,
+        )
+        self.enrichment_failures = Counter(
+            "novacron_bridge_enrichment_failures",
+            "Anomaly alert notifications sent without the sidecar's likely-cause context, by reason.",
+            ["reason"],
             registry=self.registry,
         )

@@ -167,7 +167,7 @@ def openapi_document() -> dict[str, Any]:
                 )
             },
             "/api/v1/alerts/{id}": {
-                "get": _op("One alert with notes, history and notifications", "viewer", alert_id)
+                "get": _op("One alert: notes, history, notifications, likely cause", "viewer", alert_id)
             },
             "/api/v1/alerts/{id}/ack": {
                 "post": _op("Acknowledge (optionally silence in Alertmanager)", "operator", alert_id, "Ack")

@@ -10,6 +10,7 @@ from sqlalchemy import Select, select
 
 from alert_bridge import lifecycle as lc
 from alert_bridge.db import Database, alerts, audit, deliveries, incidents, notes, outbox
+from alert_bridge.enrichment import CONTEXT_ACTION
 from alert_bridge.service import NotFound, alert_view, dumps, iso
 
 
@@ -102,6 +103,9 @@ def get_alert(db: Database, alert_id: int) -> dict[str, Any]:
         view = alert_view(row)
         view["notes"] = [_note(n) for n in note_rows]
         view["history"] = [_audit(a) for a in history]
+        # The newest likely-cause context a notification carried (enrichment.py), shown with the alert.
+        contexts = [h["detail"] for h in view["history"] if h["action"] == CONTEXT_ACTION]
+        view["context"] = contexts[-1] if contexts else None
         view["notifications"] = [dict(s) for s in sends]
     return view
 

@@ -33,6 +33,7 @@ from alert_bridge.db import (
     outbox,
     user_prefs,
 )
+from alert_bridge.enrichment import CONTEXT_ACTION
 from alert_bridge.payload import IncomingAlert, Notification
 from alert_bridge.routing import Target, initial_targets, targets_for
 from exporters.common.config import ConfigError
@@ -976,6 +977,15 @@ class Bridge:
             pending.append(row)
         else:
             conn.execute(audit.insert(), row)
+
+    def record_context(self, alert_id: int, context: dict[str, Any]) -> None:
+        """Keep the root-cause context a notification carried in the alert's history (enrichment.py)."""
+
+        def run(conn: Connection) -> None:
+            row = self._load(conn, alert_id)
+            self._audit(conn, "enrichment", CONTEXT_ACTION, row, context, self.clock())
+
+        self._tx(run)
 
     def audit_event(self, actor: str, action: str, detail: dict[str, Any]) -> None:
         """Audit something that is not an alert change (tokens, maintenance, silences, replays)."""

@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, select, update
 
 from alert_bridge.channels import Channel, DeliveryError, render_message
 from alert_bridge.db import deliveries, outbox
+from alert_bridge.enrichment import Enricher
 from alert_bridge.metrics import BridgeMetrics
 from alert_bridge.payload import PayloadError, parse_api_alert
 from alert_bridge.service import Bridge, StorageUnavailable
@@ -71,10 +72,18 @@ def backoff(attempt: int, base: float, maximum: float) -> float:
 
 
 class Worker:
-    def __init__(self, bridge: Bridge, channels: dict[str, Channel], metrics: BridgeMetrics) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        channels: dict[str, Channel],
+        metrics: BridgeMetrics,
+        enricher: Enricher | None = None,
+    ) -> None:
         self.bridge = bridge
         self.channels = channels
         self.metrics = metrics
+        self.enricher = enricher
+        self._context_recorded: set[tuple[int, str]] = set()
         cfg = bridge.config
         self.breakers = {name: Breaker(cfg.breaker_failures, cfg.breaker_reset_seconds) for name in channels}
         self._stop = threading.Event()
@@ -87,7 +96,7 @@ class Worker:
         # A claimed row returns to the queue after this if its replica dies mid-delivery: longer than any
         # send can take, so a live replica never loses its claim.
         timeouts = [c.config.timeout_seconds for c in channels.values()] or [10.0]
-        self.claim_seconds = 2 * max(timeouts) + 5
+        self.claim_seconds = 2 * max(timeouts) + 5 + (enricher.config.timeout_seconds if enricher else 0)
         bridge.on_reconcile_request = self.request_reconcile
 
     # --- lifecycle -----------------------------------------------------------------------------------------
@@ -200,7 +209,7 @@ class Worker:
         if not breaker.allow(now):
             # Not an attempt: the channel is known to be down; come back when the breaker half-opens.
             return Outcome(row, "deferred", None, 0.0, retry_at=breaker.open_until)
-        payload = json.loads(row["payload"])
+        payload = self._enrich(row, json.loads(row["payload"]))
         prefix = channel.config.options.get("subject_prefix", "[NovaCron]")
         message = render_message(row["dedup_key"], row["kind"], row["recipient"], payload, prefix)
         started = time.monotonic()
@@ -214,6 +223,23 @@ class Worker:
             return Outcome(row, "failed", type(exc).__name__, time.monotonic() - started)
         breaker.success()
         return Outcome(row, "delivered", None, time.monotonic() - started)
+
+    def _enrich(self, row: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+        """Add the sidecar's likely cause to an anomaly alert (never fails: without it on any trouble), and
+        keep the first context per alert and incident in its history for the API and UI."""
+        if self.enricher is None:
+            return payload
+        payload = self.enricher.enrich(payload)
+        context, alert_id = payload.get("context"), row.get("alert_id")
+        if context and alert_id is not None:
+            key = (int(alert_id), str(context.get("incident")))
+            if key not in self._context_recorded:
+                self._context_recorded.add(key)
+                try:
+                    self.bridge.record_context(int(alert_id), context)
+                except Exception as exc:  # the notification matters more than its history line
+                    log.warning("could not record the anomaly context of alert %s: %s", alert_id, exc)
+        return payload
 
     def _record(self, outcomes: list[Outcome]) -> None:
         """Write every outcome and attempt of the batch in one transaction (retried)."""

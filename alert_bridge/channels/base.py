@@ -10,6 +10,7 @@ from typing import Any
 import requests
 
 from alert_bridge.config import ChannelConfig
+from alert_bridge.enrichment import context_lines
 
 
 class DeliveryError(Exception):
@@ -100,6 +101,8 @@ def render_message(key: str, kind: str, recipient: str, payload: dict[str, Any],
         summary = alert["annotations"].get("summary", "")
         subject = f"{prefix} [{label}] {alert['alertname']} {summary}".strip()
         lines = [f"{label}: {alert['alertname']}", *_alert_lines(alert)]
+        if payload.get("context"):  # likely cause from the analytics sidecar (alert_bridge/enrichment.py)
+            lines += context_lines(payload["context"])
     if url:
         lines.append(f"Details: {url}")
     text = "\n".join(lines) + "\n"

@@ -16,7 +16,9 @@ class SmsChannel(Channel):
         if not recipients:
             raise DeliveryError("no recipients", permanent=True)
         url = f"{opts['base_url']}/2010-04-01/Accounts/{opts['account_sid']}/Messages.json"
-        body = f"{message.subject}\n{message.payload.get('url', '')}".strip()[:MAX_BODY]
+        cause = (message.payload.get("context") or {}).get("summary")
+        text = f"{message.subject}\nLikely cause: {cause}" if cause else message.subject
+        body = f"{text}\n{message.payload.get('url', '')}".strip()[:MAX_BODY]
         for to in recipients:
             try:
                 resp = self.http.post(
