@@ -113,6 +113,12 @@ def _bridge_config(cfg: StackConfig, token_file: Path, am_url: str) -> dict[str,
         # The always-firing watchdog is a dead man's switch for the bridge, not an alert to mail.
         "heartbeat": {"alertname": "NovaCronWatchdog"},
     }
+    if cfg.analytics_enabled:
+        # Anomaly alerts carry the sidecar's likely cause (docs/alert-bridge.md, "Root-cause context").
+        config["enrichment"] = {
+            "sidecar_url": f"http://{cfg.listen_host}:{cfg.ports['analytics']}",
+            "token_file": str(cfg.state_dir / "secrets" / "analytics_token"),
+        }
     if cfg.smtp_host:
         config["channels"] = {
             "email": {
@@ -196,6 +202,7 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
     )
 
     if cfg.analytics_enabled:
+        analytics_token = ensure_secret_file(state / "secrets" / "analytics_token")  # the bridge reads it too
         services.append(
             Service(
                 name="analytics",
@@ -209,6 +216,7 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
                     f"--interval={cfg.analytics_interval}",
                     f"--state.dir={state / 'analytics'}",
                 ],
+                env={"NOVACRON_ANALYTICS_TOKEN": analytics_token.read_text().strip()},
                 description="analytics sidecar",
             )
         )
