@@ -234,6 +234,8 @@ class Worker:
         if context and alert_id is not None:
             key = (int(alert_id), str(context.get("incident")))
             if key not in self._context_recorded:
+                if len(self._context_recorded) > 10_000:  # a repeat after this only adds a history line
+                    self._context_recorded.clear()
                 self._context_recorded.add(key)
                 try:
                     self.bridge.record_context(int(alert_id), context)

@@ -14,7 +14,6 @@ import pickle
 import random
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -165,7 +164,10 @@ def test_state_saved_on_sigterm_and_restart_scores_only_new_points(fleet: dict[s
     assert sum(r["points"] for r in saved.values()) == first_scored
     assert not list((fleet["state"] / "anomaly").glob("*.tmp"))
 
-    time.sleep(3)  # a few new scrapes while the sidecar is down
+    newest = max(r["last_t"] for r in saved.values())
+    fleet["prom"].wait_for(  # a few new scrapes while the sidecar is down
+        f"timestamp(novacron_vm_cpu_utilisation_ratio) > {newest + 3}", timeout=30
+    )
     two = start_sidecar(fleet, 2)
     try:
         second_scored = scored(two)
