@@ -284,3 +284,45 @@ def test_novacron_up_points_the_bridge_at_its_sidecar_with_the_sidecars_token(tm
     enrichment = parse_config(bridge_yml).enrichment
     assert enrichment.sidecar_url.endswith(f":{analytics.port}")
     assert enrichment.token == analytics.env["NOVACRON_ANALYTICS_TOKEN"]
+
+
+def test_enricher_caches_per_vm_and_counts_bad_answers(httpserver: Any) -> None:
+    incident = {
+        "id": "1-host-kvm-1-cpu",
+        "start": 1000.0,
+        "ongoing": True,
+        "members": [
+            {"kind": "host", "vm_id": "kvm-1", "resource": "cpu", "onset": 1000.0, "cause_score": 0.9},
+            {"kind": "vm", "vm_id": "vm-a", "resource": "cpu", "host": "kvm-1", "onset": 1060.0},
+        ],
+    }
+    httpserver.expect_request(
+        "/api/v1/anomalies/incidents",
+        query_string={"vm_id": "vm-a", "since": "21600"},
+        headers={"Authorization": "Bearer t0ken"},
+    ).respond_with_json({"status": "success", "data": {"incidents": [incident]}})
+    httpserver.expect_request(
+        "/api/v1/anomalies/incidents", query_string={"vm_id": "vm-b", "since": "21600"}
+    ).respond_with_data("<html>proxy error</html>")
+    httpserver.expect_request(
+        "/api/v1/anomalies/incidents", query_string={"vm_id": "vm-c", "since": "21600"}
+    ).respond_with_json({"status": "error"}, status=401)
+    reasons: list[str] = []
+    cfg = EnrichmentConfig(sidecar_url=httpserver.url_for("").rstrip("/"), token="t0ken", cache_seconds=60)
+    enricher = Enricher(cfg, reasons.append)
+
+    def note(vm: str) -> dict[str, Any]:
+        labels = {"vm_id": vm, "resource": "cpu", "type": "anomaly"}
+        return {"kind": "firing", "alert": {"labels": labels, "startsAt": "1970-01-01T00:18:00.000Z"}}
+
+    first = enricher.enrich(note("vm-a"))
+    assert first["context"]["likelyCause"]["vm_id"] == "kvm-1"
+    assert [m["vm_id"] for m in first["context"]["correlated"]] == ["vm-a"]
+    assert enricher.enrich(note("vm-a")) == first  # from the cache
+    assert len(httpserver.log) == 1
+    assert "context" not in enricher.enrich(note("vm-b")) and "context" not in enricher.enrich(note("vm-c"))
+    assert reasons == ["invalid", "http"]
+    other = note("vm-a")
+    other["alert"]["labels"]["type"] = "capacity"
+    assert enricher.enrich(other) == other  # not an anomaly alert: the sidecar is not asked
+    assert len(httpserver.log) == 3
