@@ -19,6 +19,7 @@ from tests.harness import start_prometheus, test_driver_fleet
 
 TOKEN = "sharding-decisions-token"
 INTERVAL = 1.0
+VMS = 8  # four groups of two (the fleet generator's <novacron:group> is "<tenant>-web")
 TTL = 3.0
 
 
@@ -80,15 +81,33 @@ def _sidecar(tmp: Path, prom_url: str, index: int, port: int) -> ManagedProcess:
     )
 
 
-def _api_status(url: str) -> tuple[int, Any]:
+def _api_status(url: str, path: str = "health") -> tuple[int, Any]:
     r = requests.get(
-        f"{url}/api/v1/decisions/health", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
+        f"{url}/api/v1/decisions/{path}", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5
     )
     return r.status_code, r.json()
 
 
+def _owned(url: str) -> set[str]:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return {
+        s.labels["shard_index"]
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "novacron_analytics_shard_owned"
+    }
+
+
+def _group_members(url: str, after: float) -> int:
+    """VMs in the decider's scaling groups at a cycle after `after`: every share's, not only its own."""
+    status, body = _api_status(url, "scaling")
+    if status != 200 or body["generated_at"] <= after:
+        return -1
+    return sum(g["current_vms"] for g in body["groups"])
+
+
 def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path) -> None:
-    uri = test_driver_fleet(tmp_path, 8, seed=5)
+    uri = test_driver_fleet(tmp_path, VMS, seed=5)
     (tmp_path / "token").write_text(TOKEN)
     (tmp_path / "analytics.yml").write_text(
         yaml.safe_dump({"api": {"token_file": str(tmp_path / "token")}, "analysis": {"lookback": "1h"}})
@@ -114,7 +133,7 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
             ],
         )
         procs.append(prom)
-        prom.wait_for("novacron_vm_info", predicate=lambda r: len(r) == 8)
+        prom.wait_for("novacron_vm_info", predicate=lambda r: len(r) == VMS)
         sidecars = [_sidecar(tmp_path, prom.url, i, ports[i]).start() for i in range(2)]
         procs += sidecars
         urls = [s.url for s in sidecars]
@@ -125,6 +144,11 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
             _metrics(u) for u in urls
         ]
         assert _api_status(urls[0])[0] == 200
+        # Once each replica analyses only its own share, the decider's groups still hold every VM.
+        assert wait_until(lambda: _owned(urls[0]) == {"0"} and _owned(urls[1]) == {"1"}, 30, 0.3)
+        settled = time.time()
+        assert wait_until(lambda: _group_members(urls[0], settled) != -1, timeout=15, interval=0.3)
+        assert _group_members(urls[0], settled) == VMS
 
         sidecars[0].stop()
         stopped = time.monotonic()

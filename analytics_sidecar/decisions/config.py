@@ -35,6 +35,8 @@ _HOST_INFO = "last_over_time(novacron_host_info[1h])"
 # Live reads of the decision cycle (the sidecar's own queries give usage, allocation and host capacity).
 DEFAULT_QUERIES: dict[str, str] = {
     "vm_info_lost": "last_over_time(novacron_vm_info[30m]) unless on(vm_id) novacron_vm_info",
+    # Sharded: the VMs of the shares this replica does not analyse (groups and hosts span every share).
+    "vm_info_fleet": "novacron_vm_info",
     "vm_vcpus_recent": "max by (vm_id) (last_over_time(novacron_vm_vcpus[30m]))",
     "vm_memory_recent": "max by (vm_id) (last_over_time(novacron_vm_memory_bytes[30m]))",
     "host_cpus_recent": "max by (host) (last_over_time(novacron_host_cpus[1h]))",

@@ -98,6 +98,11 @@ class DecisionEngine:
         vcpus_recent = src.instant_values(q["vm_vcpus_recent"])
         mem_recent = src.instant_values(q["vm_memory_recent"])
         info = {vm: dict(r.labels) for vm, r in results.vms.items()}
+        if cfg.shard.count > 1:
+            for r in src.instant(q["vm_info_fleet"]):
+                labels = labels_of(r["metric"])
+                info.setdefault(labels.get("vm_id", ""), labels)
+            info.pop("", None)
         for vm, labels in lost.items():
             info.setdefault(vm, labels)
         hosts_cap = self._host_capacity()
