@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from stack.fleet import write_fleet
-from stack.plan import _bin
+from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port
 from stack.scale import hashmod, shard_config
 from stack.servers import Prometheus, prometheus_config
@@ -60,7 +60,11 @@ def exporters(workdir: Path, hosts: int, vms: int) -> Iterator[list[str]]:
             addr = f"127.0.0.1:{port}"
             proc = ManagedProcess(
                 f"libvirt-{h}",
-                [_bin("novacron-libvirt-exporter"), f"--libvirt.uri={uri}", f"--web.listen-address={addr}"],
+                [
+                    console_script("novacron-libvirt-exporter"),
+                    f"--libvirt.uri={uri}",
+                    f"--web.listen-address={addr}",
+                ],
                 workdir / f"libvirt-{vms}-{h}.log",
                 ready_url=f"http://{addr}/-/healthy",
             )

@@ -9,6 +9,7 @@ APT_PACKAGES=(
   libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients
   qemu-system-x86 qemu-utils
   postgresql chromium poppler-utils
+  nginx-light
 )
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }

@@ -40,7 +40,7 @@ class StackPlan:
     notes: list[str]
 
 
-def _bin(name: str) -> str:
+def console_script(name: str) -> str:
     """A console script of this project, from the same virtualenv as the running interpreter."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
@@ -59,12 +59,12 @@ def libvirtd_answers(uri: str = "qemu:///system") -> bool:
     return True
 
 
-def _secret_file(state: Path, name: str) -> Path:
+def secret_file(state: Path, name: str) -> Path:
     """A random token in state/secrets/, created once with mode 0600 and reused on the next run."""
     return ensure_secret_file(state / "secrets" / name)
 
 
-def _libvirt_services(cfg: StackConfig, host: str) -> tuple[list[Service], list[str]]:
+def libvirt_services(cfg: StackConfig, host: str) -> tuple[list[Service], list[str]]:
     services, notes = [], []
     port = cfg.ports["libvirt_exporter"]
     uris: list[tuple[str, str]] = []
@@ -95,7 +95,7 @@ def _libvirt_services(cfg: StackConfig, host: str) -> tuple[list[Service], list[
                 port=p,
                 scrape_job="libvirt",
                 argv=[
-                    _bin("novacron-libvirt-exporter"),
+                    console_script("novacron-libvirt-exporter"),
                     f"--libvirt.uri={uri}",
                     f"--web.listen-address={host}:{p}",
                     *hostname,
@@ -106,7 +106,7 @@ def _libvirt_services(cfg: StackConfig, host: str) -> tuple[list[Service], list[
     return services, notes
 
 
-def _bridge_config(cfg: StackConfig, token_file: Path, am_url: str) -> dict[str, Any]:
+def bridge_config(cfg: StackConfig, token_file: Path, am_url: str) -> dict[str, Any]:
     config: dict[str, Any] = {
         "auth": {"tokens": [{"name": "alertmanager", "role": "webhook", "token_file": str(token_file)}]},
         "alertmanager": {"urls": [am_url]},
@@ -132,7 +132,7 @@ def _bridge_config(cfg: StackConfig, token_file: Path, am_url: str) -> dict[str,
     return config
 
 
-def _alertmanager_config(bridge_url: str, smtp_host: str = "", smtp_port: int = 25) -> dict[str, Any]:
+def alertmanager_config(bridge_url: str, smtp_host: str = "", smtp_port: int = 25) -> dict[str, Any]:
     """The shipped routing config, pointed at this stack's bridge and mail relay.
 
     Without a relay the email digest route is dropped: failing to mail would page as
@@ -175,14 +175,14 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
     state, host = cfg.state_dir, cfg.listen_host
     state.mkdir(parents=True, exist_ok=True)
     urls = {name: f"http://{host}:{port}" for name, port in cfg.ports.items()}
-    services, notes = _libvirt_services(cfg, host)
+    services, notes = libvirt_services(cfg, host)
 
     bridge_dir = state / "alert-bridge"
     bridge_dir.mkdir(exist_ok=True)
-    token_file = _secret_file(state, "bridge_token")
-    admin_file = _secret_file(state, "bridge_admin_token")
+    token_file = secret_file(state, "bridge_token")
+    admin_file = secret_file(state, "bridge_admin_token")
     (bridge_dir / "bridge.yml").write_text(
-        yaml.safe_dump(_bridge_config(cfg, token_file, urls["alertmanager"]))
+        yaml.safe_dump(bridge_config(cfg, token_file, urls["alertmanager"]))
     )
     services.append(
         Service(
@@ -191,7 +191,7 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
             scrape_job="alert-bridge",
             ready_path="/healthz",
             argv=[
-                _bin("novacron-alert-bridge"),
+                console_script("novacron-alert-bridge"),
                 f"--web.listen-address={host}:{cfg.ports['alert_bridge']}",
                 f"--config.file={bridge_dir / 'bridge.yml'}",
                 f"--storage.url=sqlite:///{bridge_dir / 'bridge.db'}",
@@ -209,7 +209,7 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
                 port=cfg.ports["analytics"],
                 scrape_job="analytics",
                 argv=[
-                    _bin("novacron-analytics"),
+                    console_script("novacron-analytics"),
                     "serve",
                     f"--prometheus.url={urls['prometheus']}",
                     f"--web.listen-address={host}:{cfg.ports['analytics']}",
@@ -222,22 +222,9 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
         )
 
     if cfg.metrics_api_enabled:
-        services.append(_metrics_api_service(cfg, state, urls["prometheus"]))
+        services.append(metrics_api_service(cfg, state, urls["prometheus"]))
     if cfg.cloud_config_file:
-        port = cfg.ports["cloud_exporter"]
-        services.append(
-            Service(
-                name="cloud-exporter",
-                port=port,
-                scrape_job="cloud",
-                argv=[
-                    _bin("novacron-cloud-exporter"),
-                    f"--config.file={cfg.cloud_config_file}",
-                    f"--web.listen-address={host}:{port}",
-                ],
-                description="cloud exporter",
-            )
-        )
+        services.append(cloud_exporter_service(cfg))
 
     am_dir = state / "alertmanager"
     am_dir.mkdir(exist_ok=True)
@@ -245,7 +232,7 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
     os.chmod(am_dir / "bridge_token", 0o600)
     (am_dir / "alertmanager.yml").write_text(
         yaml.safe_dump(
-            _alertmanager_config(urls["alert_bridge"], cfg.smtp_host, cfg.smtp_port), sort_keys=False
+            alertmanager_config(urls["alert_bridge"], cfg.smtp_host, cfg.smtp_port), sort_keys=False
         )
     )
     services.append(
@@ -305,7 +292,7 @@ def plan_stack(cfg: StackConfig) -> StackPlan:
     return StackPlan(services, urls, notes)
 
 
-def _metrics_api_service(cfg: StackConfig, state: Path, prometheus_url: str) -> Service:
+def metrics_api_service(cfg: StackConfig, state: Path, prometheus_url: str) -> Service:
     from metrics_api.config import write_demo_config
 
     config = write_demo_config(state / "metrics-api", prometheus_url, cfg.metrics_api_tenants)
@@ -316,12 +303,34 @@ def _metrics_api_service(cfg: StackConfig, state: Path, prometheus_url: str) -> 
         scrape_job="metrics-api",
         ready_path="/-/healthy",
         argv=[
-            _bin("novacron-metrics-api"),
+            console_script("novacron-metrics-api"),
             f"--config.file={config}",
             f"--web.listen-address={cfg.listen_host}:{port}",
         ],
         description=f"metrics API (tokens in {state / 'metrics-api'})",
     )
+
+
+def cloud_exporter_service(cfg: StackConfig) -> Service:
+    """The cloud exporter of `cloud.config_file` (job `cloud`)."""
+    port = cfg.ports["cloud_exporter"]
+    return Service(
+        name="cloud-exporter",
+        port=port,
+        scrape_job="cloud",
+        argv=[
+            console_script("novacron-cloud-exporter"),
+            f"--config.file={cfg.cloud_config_file}",
+            f"--web.listen-address={cfg.listen_host}:{port}",
+        ],
+        description="cloud exporter",
+    )
+
+
+# The former private names, still imported by older tests and benches.
+_bin = console_script
+_secret_file = secret_file
+_alertmanager_config = alertmanager_config
 
 
 def _write_grafana_provisioning(out: Path, urls: dict[str, str]) -> str:

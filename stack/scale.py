@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pwd
 import shutil
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,17 +16,19 @@ from stack.config import StackConfig
 from stack.plan import (
     Service,
     StackPlan,
-    _alertmanager_config,
-    _bin,
-    _bridge_config,
-    _libvirt_services,
-    _secret_file,
+    alertmanager_config,
+    bridge_config,
+    cloud_exporter_service,
+    console_script,
+    libvirt_services,
+    metrics_api_service,
     rule_files,
+    secret_file,
 )
+from stack.postgres import PostgresCluster, postgres_dir
 from stack.servers import prometheus_config
 
 VICTORIA_BIN = "/usr/bin/victoria-metrics"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # Jobs whose targets are split between the shards; every other job is scraped by shard 0 only.
 SHARDED_JOBS = ("libvirt", "cloud")
 # Port offsets of the scale profile's extra processes, from the ports of the default profile.
@@ -60,6 +60,10 @@ def shard_relabel(shard: int, shards: int) -> list[dict[str, Any]]:
     ]
 
 
+# The long-term store keeps only recording-rule series (level:metric:operation names, rules/*.yml).
+LONGTERM_KEEP = {"source_labels": ["__name__"], "regex": "[a-z_]+:.+", "action": "keep"}
+
+
 def remote_write(url: str, name: str = "global") -> dict[str, Any]:
     """remote_write to VictoriaMetrics; the queue (backed by the WAL) rides out an outage of the store."""
     return {
@@ -87,8 +91,12 @@ def shard_config(
     scrape_interval: str = "15s",
     evaluation_interval: str = "15s",
     sample_limit: int = 200000,
+    longterm_url: str = "",
 ) -> dict[str, Any]:
-    """One shard's Prometheus config: sharded jobs split by hashmod, the rest on shard 0 only."""
+    """One shard's Prometheus config: sharded jobs split by hashmod, the rest on shard 0 only.
+
+    With `longterm_url`, a second remote_write sends only the recording-rule series there (kept longer).
+    """
     scrape_configs: list[dict[str, Any]] = []
     for job, targets in jobs.items():
         entry: dict[str, Any] = {"job_name": job, "static_configs": [{"targets": list(targets)}]}
@@ -102,6 +110,10 @@ def shard_config(
         # Both replicas of a shard carry the same labels, so VictoriaMetrics' dedup merges an HA pair.
         "remote_write": [remote_write(remote_write_url)],
     }
+    if longterm_url:
+        extra["remote_write"].append(
+            {**remote_write(longterm_url, "longterm"), "write_relabel_configs": [LONGTERM_KEEP]}
+        )
     config = prometheus_config(
         scrape_configs, rules, alertmanagers, scrape_interval, evaluation_interval, extra
     )
@@ -125,58 +137,8 @@ def victoria_argv(data_dir: Path, listen: str, retention: str = "30d", dedup: st
 
 
 @dataclass
-class LocalPostgres:
-    """A private PostgreSQL cluster for the bridges of the scale profile (initdb once, pg_ctl start/stop)."""
-
-    datadir: Path
-    port: int
-
-    def _run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
-        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-            argv = ["runuser", "-u", "postgres", "--", *argv]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://novacron@127.0.0.1:{self.port}/postgres"
-
-    def start(self) -> None:
-        if not (PG_BIN / "initdb").exists():
-            raise RuntimeError("PostgreSQL 15 is needed: run `make setup` (Debian package postgresql)")
-        self.datadir.parent.mkdir(parents=True, exist_ok=True)
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("postgres")
-            os.chown(self.datadir.parent, user.pw_uid, user.pw_gid)
-        if not (self.datadir / "PG_VERSION").exists():
-            init = [str(PG_BIN / "initdb"), "-D", str(self.datadir), "-U", "novacron", "--auth=trust"]
-            done = self._run([*init, "-E", "UTF8", "--no-sync"])
-            if done.returncode != 0:
-                raise RuntimeError(f"initdb failed: {done.stderr.strip()}")
-        opts = f"-p {self.port} -k {self.datadir.parent} -c listen_addresses=127.0.0.1"
-        log = self.datadir.parent / "postgres.log"
-        done = self._run(
-            [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-o", opts, "-l", str(log), "-w", "start"]
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"pg_ctl start failed: {done.stderr.strip()}")
-
-    def stop(self) -> None:
-        if (self.datadir / "postmaster.pid").exists():
-            self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-w", "stop"])
-
-
-def _postgres_dir(state: Path) -> Path:
-    """PostgreSQL's folder: the state folder, unless the `postgres` user cannot reach it (we run as root)."""
-    if os.geteuid() != 0:
-        return state / "postgres"
-    # Root's folders (a private home, pytest's 0700 temp dirs) are closed to the postgres user.
-    digest = hashlib.sha256(str(state).encode()).hexdigest()[:10]
-    return Path("/var/lib/novacron") / f"postgres-{digest}"
-
-
-@dataclass
 class ScalePlan(StackPlan):
-    postgres: LocalPostgres | None = None
+    postgres: PostgresCluster | None = None
 
 
 def scale_ports(cfg: StackConfig) -> dict[str, int]:
@@ -195,12 +157,14 @@ def scale_ports(cfg: StackConfig) -> dict[str, int]:
         "analytics-0": p["analytics"],
         "analytics-1": p["analytics"] + SCALE_OFFSETS["analytics_peer"],
         "postgres": p["alertmanager"] + SCALE_OFFSETS["postgres"],
+        "metrics-api": p["metrics_api"],
+        "cloud-exporter": p["cloud_exporter"],
     }
 
 
 def _am_config_for_both_bridges(bridge_urls: list[str]) -> dict[str, Any]:
     """The shipped routing, each bridge webhook sent to both bridge replicas (they dedupe in PostgreSQL)."""
-    config = _alertmanager_config(bridge_urls[0])
+    config = alertmanager_config(bridge_urls[0])
     for receiver in config.get("receivers", []):
         hooks = receiver.get("webhook_configs", [])
         extra = []
@@ -218,8 +182,8 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
     state.mkdir(parents=True, exist_ok=True)
     ports = scale_ports(cfg)
     url = {name: f"http://{host}:{port}" for name, port in ports.items()}
-    services, notes = _libvirt_services(cfg, host)
-    pg = LocalPostgres(_postgres_dir(state) / "data", ports["postgres"])
+    services, notes = libvirt_services(cfg, host)
+    pg = PostgresCluster(postgres_dir(state), ports["postgres"])
 
     services.append(
         Service(
@@ -231,13 +195,15 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
             description="VictoriaMetrics (global view, remote_write)",
         )
     )
-    token_file = _secret_file(state, "bridge_token")
-    admin_file = _secret_file(state, "bridge_admin_token")
+    token_file = secret_file(state, "bridge_token")
+    admin_file = secret_file(state, "bridge_admin_token")
+    # The sidecars' API token; the bridges read the same file to ask a sidecar for an alert's likely cause.
+    analytics_token = secret_file(state, "analytics_token").read_text().strip()
     bridge_urls = [url["alert-bridge-0"], url["alert-bridge-1"]]
     for i in range(2):
         bdir = state / f"alert-bridge-{i}"
         bdir.mkdir(exist_ok=True)
-        bcfg = _bridge_config(cfg, token_file, url["alertmanager-0"])
+        bcfg = bridge_config(cfg, token_file, url["alertmanager-0"])
         bcfg["alertmanager"] = {"urls": [url["alertmanager-0"], url["alertmanager-1"]]}
         (bdir / "bridge.yml").write_text(yaml.safe_dump(bcfg))
         services.append(
@@ -247,7 +213,7 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
                 scrape_job="alert-bridge",
                 ready_path="/healthz",
                 argv=[
-                    _bin("novacron-alert-bridge"),
+                    console_script("novacron-alert-bridge"),
                     f"--web.listen-address={host}:{ports[f'alert-bridge-{i}']}",
                     f"--config.file={bdir / 'bridge.yml'}",
                     f"--storage.url={pg.url}",
@@ -264,7 +230,7 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
                     port=ports[f"analytics-{i}"],
                     scrape_job="analytics",
                     argv=[
-                        _bin("novacron-analytics"),
+                        console_script("novacron-analytics"),
                         "serve",
                         f"--prometheus.url={url['victoria']}",
                         f"--shard={i}/2",
@@ -272,9 +238,15 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
                         f"--interval={cfg.analytics_interval}",
                         f"--state.dir={state / f'analytics-{i}'}",
                     ],
+                    env={"NOVACRON_ANALYTICS_TOKEN": analytics_token},
                     description=f"analytics sidecar shard {i}/2 (reads the global view)",
                 )
             )
+    # The same metrics API and cloud exporter as the default profile; the API reads the global view.
+    if cfg.metrics_api_enabled:
+        services.append(metrics_api_service(cfg, state, url["victoria"]))
+    if cfg.cloud_config_file:
+        services.append(cloud_exporter_service(cfg))
     am_config = _am_config_for_both_bridges(bridge_urls)
     for i in range(2):
         services.append(_alertmanager_service(cfg, i, ports, url, am_config, token_file))

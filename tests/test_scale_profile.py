@@ -1,8 +1,10 @@
 """`novacron up --profile scale`: two Prometheus shards, VictoriaMetrics, an Alertmanager pair, PostgreSQL
-with two bridges and two analytics shards start, and every target of both shards is up."""
+with two bridges, two analytics shards, the metrics API and the cloud exporter (moto AWS) start, and every
+target of both shards is up."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -14,8 +16,13 @@ from pathlib import Path
 import requests
 import yaml
 
+from stack.postgres import postgres_dir
 from stack.processes import ProcessError, port_in_use, wait_until
-from stack.scale import _postgres_dir, hashmod
+from stack.scale import hashmod
+from tests.fakes import aws_seed
+
+REGION = "ap-northeast-1"  # no other test uses it
+CLOUD_VMS = 2
 
 SPAN = 24  # the scale profile's ports all sit within base .. base+23 with the layout below
 
@@ -35,7 +42,30 @@ def _targets(url: str) -> list[dict]:
     return list(requests.get(f"{url}/api/v1/targets", timeout=10).json()["data"]["activeTargets"])
 
 
-def _start(tmp_path: Path, attempt: int) -> tuple[int, subprocess.Popen[bytes], list[str], Path]:
+def _cloud_config(tmp_path: Path, moto_url: str) -> Path:
+    """A cloud exporter config for moto's AWS with CLOUD_VMS tagged instances."""
+    aws_seed.launch(moto_url, REGION, CLOUD_VMS, {"novacron": "managed"})
+    config = {
+        "refresh_interval": "2s",
+        "providers": [
+            {
+                "type": "aws",
+                "account": "123456789012",
+                "regions": [REGION],
+                "endpoint_url": moto_url,
+                "discovery": {"tags": {"novacron": "managed"}},
+                "defaults": {"period": "1m", "delay": "0s", "window": "10m"},
+            }
+        ],
+    }
+    path = tmp_path / "cloud.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _start(
+    tmp_path: Path, attempt: int, cloud_config: Path
+) -> tuple[int, subprocess.Popen[bytes], list[str], Path]:
     """`novacron up --profile scale` on a fresh block of ports."""
     base = _free_block()
     config = {
@@ -52,13 +82,19 @@ def _start(tmp_path: Path, attempt: int) -> tuple[int, subprocess.Popen[bytes], 
         },
         "libvirt": {"system_uri": "off", "demo_hosts": 2, "demo_vms_per_host": 10},
         "analytics": {"interval": "5s"},
+        "cloud": {"config_file": str(cloud_config)},
     }
     cfg_file = tmp_path / f"stack-{attempt}.yml"
     cfg_file.write_text(yaml.safe_dump(config))
     state = tmp_path / f"state-{attempt}"
     cmd = [sys.executable, "-m", "stack.cli", f"--config.file={cfg_file}", f"--state-dir={state}"]
     with (tmp_path / "up.log").open("wb") as log:
-        proc = subprocess.Popen([*cmd, "up", "--profile", "scale"], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [*cmd, "up", "--profile", "scale"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **aws_seed.CREDS_ENV},  # moto accepts any key; the SDK chain needs one
+        )
     return base, proc, cmd, state
 
 
@@ -69,14 +105,15 @@ def _stop(proc: subprocess.Popen[bytes], state: Path) -> None:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
-    shutil.rmtree(_postgres_dir(state.resolve()), ignore_errors=True)
+    shutil.rmtree(postgres_dir(state.resolve()), ignore_errors=True)
 
 
-def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path) -> None:
+def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path, moto_server) -> None:
+    cloud_config = _cloud_config(tmp_path, aws_seed.endpoint_of(moto_server))
     # The profile uses fixed ports: on a busy machine another process may take one between our check and the
     # start ("Address already in use"); that is the test's race, not the stack's, so try a new block once.
     for attempt in range(2):
-        base, proc, cmd, state = _start(tmp_path, attempt)
+        base, proc, cmd, state = _start(tmp_path, attempt, cloud_config)
         deadline = time.monotonic() + 15
         while proc.poll() is None and time.monotonic() < deadline and not port_in_use("127.0.0.1", base + 1):
             time.sleep(0.5)
@@ -96,7 +133,24 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path) -> None:
             (t["labels"]["job"], t["labels"]["instance"], t["health"]) for u in shards for t in _targets(u)
         ]
         jobs = {t["labels"]["job"] for u in shards for t in _targets(u)}
-        assert {"libvirt", "alertmanager", "alert-bridge", "analytics", "victoria-metrics"} <= jobs
+        assert {
+            "libvirt",
+            "alertmanager",
+            "alert-bridge",
+            "analytics",
+            "victoria-metrics",
+            "metrics-api",
+            "cloud",
+        } <= jobs
+        # The cloud exporter is a sharded job (on the shard hashmod picks), the metrics API on shard 0.
+        cloud = f"127.0.0.1:{base + 12}"
+        assert [
+            t["labels"]["job"]
+            for t in _targets(shards[hashmod(cloud, 2)])
+            if t["labels"]["instance"] == cloud
+        ]
+        assert "metrics-api" in {t["labels"]["job"] for t in _targets(shards[0])}
+        _check_metrics_api_reads_global_view(base, state)
         assert len([t for t in _targets(shards[0]) if t["labels"]["job"] == "alert-bridge"]) == 2
         # The libvirt exporters are split by hashmod; together the shards scrape each once.
         libvirt = sorted(
@@ -107,7 +161,8 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path) -> None:
             for t in _targets(url):
                 if t["labels"]["job"] == "libvirt":
                     assert hashmod(t["labels"]["instance"], 2) == i
-        # The analytics sidecars read the global view (VictoriaMetrics) unchanged and split the 20 VMs.
+        # The analytics sidecars read the global view (VictoriaMetrics) unchanged and split the 20 demo VMs
+        # and moto's.
         sidecars = [f"http://127.0.0.1:{base + 6}/metrics", f"http://127.0.0.1:{base + 7}/metrics"]
 
         def analysed() -> list[float]:
@@ -118,10 +173,29 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path) -> None:
                         out.append(float(line.split()[1]))
             return out
 
-        assert wait_until(lambda: sum(analysed()) == 20 and 0 not in analysed(), timeout=60), analysed()
+        total = 20 + CLOUD_VMS
+        assert wait_until(lambda: sum(analysed()) == total and 0 not in analysed(), timeout=60), analysed()
         status = subprocess.run([*cmd, "status"], capture_output=True, text=True, check=False)
         assert status.returncode == 0, status.stdout
         assert "alert-bridge-1" in status.stdout and "victoria-metrics" in status.stdout
     finally:
         _stop(proc, state)
     assert not port_in_use("127.0.0.1", base + 23), "PostgreSQL still runs after the stack stopped"
+
+
+def _check_metrics_api_reads_global_view(base: int, state: Path) -> None:
+    """The metrics API answers from VictoriaMetrics: the demo fleet's and moto's VMs, both shards."""
+    token = (state / "metrics-api" / "admin.token").read_text().strip()
+
+    def vms_by_provider() -> dict[str, float]:
+        resp = requests.get(
+            f"http://127.0.0.1:{base + 11}/api/v1/query",
+            params={"query": "count by (provider) (last_over_time(novacron_vm_info[1m]))"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+        resp.raise_for_status()
+        return {r["metric"]["provider"]: float(r["value"][1]) for r in resp.json()["data"]["result"]}
+
+    assert wait_until(lambda: vms_by_provider().get("aws") == CLOUD_VMS, timeout=60), vms_by_provider()
+    assert vms_by_provider().get("kvm") == 20
