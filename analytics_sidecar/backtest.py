@@ -6,6 +6,7 @@ import argparse
 import csv
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,34 @@ def register(subparsers: Any) -> None:
     fc.set_defaults(func=run_forecast)
 
 
-def recommend_vm(vm: TraceVM, fit_until: float, risk: str) -> tuple[int, int] | None:
-    """(vCPUs, memory KiB) for one VM from its samples before `fit_until`; None without usable data."""
+def running(vm: TraceVM) -> TraceVM:
+    """Only the samples where the VM is allocated CPU and memory.
+
+    A trace row with 0 cores or 0 KiB is a VM that does not run: no usage was observed (Prometheus has no
+    sample for a stopped VM either), so these rows must not count as zero usage.
+    """
+    on = (vm.cores > 0) & (vm.mem_capacity_kb > 0)
+    if on.all():
+        return vm
+    return replace(
+        vm,
+        t=vm.t[on],
+        cores=vm.cores[on],
+        capacity_mhz=vm.capacity_mhz[on],
+        cpu_mhz=vm.cpu_mhz[on],
+        mem_capacity_kb=vm.mem_capacity_kb[on],
+        mem_kb=vm.mem_kb[on],
+    )
+
+
+def recommend_vm(vm: TraceVM, fit_until: float, risk: str | rightsizing.RiskLevel) -> tuple[int, int] | None:
+    """(vCPUs, memory KiB) for one VM from its running samples before `fit_until`; None without enough."""
+    vm = running(vm)
     per_core = vm.mhz_per_core_before(fit_until)
     if not math.isfinite(per_core) or per_core <= 0:
         return None
-    policy = rightsizing.RightsizingPolicy(risk=rightsizing.RISK_LEVELS[risk], memory_granularity_bytes=1024)
+    level = rightsizing.RISK_LEVELS[risk] if isinstance(risk, str) else risk
+    policy = rightsizing.RightsizingPolicy(risk=level, memory_granularity_bytes=1024)
     cpu = vm.cpu_cores_used(per_core).before(fit_until)
     mem = vm.memory_bytes_used().before(fit_until)
     rec = rightsizing.recommend(cpu, mem, now=fit_until, policy=policy)

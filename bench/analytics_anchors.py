@@ -23,12 +23,16 @@ def krr_simple(
 ) -> tuple[float, float]:
     c = cpu_cores.before(fit_until).since(fit_until - days * DAY).finite()
     m = mem_bytes.before(fit_until).since(fit_until - days * DAY).finite()
+    if not len(c) or not len(m):
+        return float("nan"), float("nan")  # nothing in the window: KRR has no recommendation
     return float(np.percentile(c.v, 95)), float(m.v.max() * 1.15)
 
 
 def vpa(cpu_cores: Series, mem_bytes: Series, fit_until: float) -> tuple[float, float]:
     c = cpu_cores.before(fit_until).finite()
     m = mem_bytes.before(fit_until).finite()
+    if not len(c) or not len(m):
+        return float("nan"), float("nan")
     # Memory: the VPA records one peak per 24 h aggregation interval.
     day = np.floor(m.t / DAY)
     peaks_t, peaks_v = [], []

@@ -5,17 +5,20 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from analytics_sidecar import consolidation, cost, forecast, patterns, rightsizing
+from analytics_sidecar.backtest import recommend_vm, running
 from analytics_sidecar.config import Shard, load_config, parse_duration
 from analytics_sidecar.engine import efficiency
 from analytics_sidecar.main import main
 from analytics_sidecar.series import DAY, Series, decay_weights, regularise, weighted_percentile
 from analytics_sidecar.source import _chunk_starts, shard_of, vm_filter
+from analytics_sidecar.trace import TraceVM
 from exporters.common.config import ConfigError
 
 T0 = 1_700_006_400.0  # a UTC midnight
@@ -105,7 +108,8 @@ def test_recommendation_uses_percentile_headroom_and_whole_vcpus() -> None:
     t = _grid(7)
     cpu = Series(t, np.linspace(0, 1.5, t.size))
     mem = Series(t, np.full(t.size, 1000.0))
-    policy = rightsizing.RightsizingPolicy(half_life_seconds=0)
+    plain = rightsizing.RiskLevel("plain", 99.0, 0.0, 99.9, 0.05)  # need 0: the plain percentile
+    policy = rightsizing.RightsizingPolicy(risk=plain, half_life_seconds=0)
     rec = rightsizing.recommend(cpu, mem, t[-1], current_vcpus=4, current_memory_bytes=4000, policy=policy)
     assert rec is not None
     assert rec.cpu_cores == pytest.approx(1.485, abs=0.01)  # p99 of a 0..1.5 ramp, no CPU headroom
@@ -113,6 +117,77 @@ def test_recommendation_uses_percentile_headroom_and_whole_vcpus() -> None:
     assert rec.memory_bytes == 1050  # p99.9 x 1.05
     assert rec.status == "over_provisioned"
     assert rightsizing.recommend(cpu.before(T0 + 3600), mem, t[-1]) is None  # too little history
+
+
+def test_exceedance_is_the_weighted_share_above() -> None:
+    rng = np.random.default_rng(3)
+    v, w = rng.random(500), rng.random(500)
+    sizes = np.array([-1.0, 0.1, 0.5, 0.9, 2.0, float(v[7])])
+    want = [w[v > x].sum() / w.sum() for x in sizes]
+    assert rightsizing.exceedance(v, w, sizes) == pytest.approx(want)
+
+
+def _cpu_with_bursts(days: float, base: float, burst: float, share: float) -> Series:
+    """`base` cores, with `burst` cores in `share` of the samples, spread evenly (regular, not one-off)."""
+    t = _grid(days)
+    return Series(t, np.where(np.arange(t.size) % 100 < share * 100, burst, base))
+
+
+def test_need_spends_the_budget_rounding_would_waste() -> None:
+    t = _grid(14)
+    level = rightsizing.RISK_LEVELS["balanced"]
+    # Above one core 1 % of the time: ceil(p99.5) keeps a second vCPU for that 1 %; a 2 % need drops it.
+    bursts = _cpu_with_bursts(14, 0.3, 1.2, 0.01)
+    assert rightsizing.whole_vcpus(bursts, t[-1], replace(level, cpu_need=0.0, cpu_percentile=99.5), 0) == 2
+    assert rightsizing.whole_vcpus(bursts, t[-1], level, 0) == 1
+    # Above one core 5 % of the time: a second vCPU is worth it at a 2 % need.
+    assert rightsizing.whole_vcpus(_cpu_with_bursts(14, 0.3, 1.2, 0.05), t[-1], level, 0) == 2
+    # 8 cores 30 % of the time: dropping 7 vCPUs would "pay", but the p90 floor caps the time above at 10 %.
+    assert rightsizing.whole_vcpus(_cpu_with_bursts(14, 0.1, 7.9, 0.3), t[-1], level, 0) == 8
+    # 8 cores 3 % of the time: 7 vCPUs for 3 % of the time is worth it (3 % < 7 x 2 %).
+    assert rightsizing.whole_vcpus(_cpu_with_bursts(14, 0.1, 7.9, 0.03), t[-1], level, 0) == 1
+
+
+def test_memory_need_cuts_one_off_spikes_but_keeps_regular_peaks() -> None:
+    t = _grid(14)
+    level = rightsizing.RISK_LEVELS["balanced"]
+    gib = float(1 << 30)
+    one_off = Series(t, np.where((t >= T0 + 3 * DAY) & (t < T0 + 3 * DAY + 900), 4 * gib, gib))
+    assert rightsizing.memory_size(one_off, t[-1], level, 0) == pytest.approx(gib * 1.05)
+    nightly = Series(t, np.where((t % DAY) < 3600, 4 * gib, gib))  # an hour every night
+    assert rightsizing.memory_size(nightly, t[-1], level, 0) == pytest.approx(4 * gib * 1.05)
+    # need 0 is the plain percentile: the one-off spike (0.07 % of samples) is under p99.9 too.
+    assert rightsizing.memory_size(one_off, t[-1], replace(level, memory_need=0.0), 0) == pytest.approx(
+        gib * 1.05
+    )
+
+
+def test_risk_levels_are_ordered() -> None:
+    """More aggressive levels never keep more: lower floors, higher needs, less headroom."""
+    c, b, a = (rightsizing.RISK_LEVELS[n] for n in ("conservative", "balanced", "aggressive"))
+    for lo, hi in ((c, b), (b, a)):
+        assert hi.cpu_percentile <= lo.cpu_percentile and hi.memory_percentile <= lo.memory_percentile
+        assert hi.cpu_need >= lo.cpu_need and hi.memory_need >= lo.memory_need
+        assert hi.memory_headroom <= lo.memory_headroom
+    assert rightsizing.DEFAULT_RISK == "balanced"
+
+
+def test_backtest_ignores_rows_where_the_vm_does_not_run() -> None:
+    t = _grid(3)
+    off = t < T0 + DAY  # the first day the VM does not exist: 0 cores, 0 KiB
+    vm = TraceVM(
+        "vm-x",
+        t,
+        np.where(off, 0.0, 2.0),
+        np.where(off, 0.0, 5000.0),
+        np.where(off, 0.0, 1000.0),
+        np.where(off, 0.0, 4e6),
+        np.where(off, 0.0, 1e6),
+    )
+    on = running(vm)
+    assert on.t.size == int((~off).sum()) and (on.cores == 2).all()
+    assert recommend_vm(vm, T0 + 1.5 * DAY, "balanced") is None  # half a day of running history
+    assert recommend_vm(vm, t[-1] + 1, "balanced") == (1, 1_050_000)
 
 
 def test_decay_favours_recent_usage() -> None:
