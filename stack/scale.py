@@ -39,6 +39,7 @@ SCALE_OFFSETS = {
     "cluster": 1,  # gossip port, from each Alertmanager's port
     "analytics_peer": 1,  # second sidecar, from ports.analytics
     "postgres": 20,  # from ports.alertmanager
+    "victoria_longterm": 21,  # from ports.alertmanager
 }
 
 
@@ -157,6 +158,7 @@ def scale_ports(cfg: StackConfig) -> dict[str, int]:
         "analytics-0": p["analytics"],
         "analytics-1": p["analytics"] + SCALE_OFFSETS["analytics_peer"],
         "postgres": p["alertmanager"] + SCALE_OFFSETS["postgres"],
+        "victoria-longterm": p["alertmanager"] + SCALE_OFFSETS["victoria_longterm"],
         "metrics-api": p["metrics_api"],
         "cloud-exporter": p["cloud_exporter"],
     }
@@ -193,6 +195,17 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
             argv=victoria_argv(state / "victoria", f"{host}:{ports['victoria']}", "30d", cfg.scrape_interval),
             scrape_job="victoria-metrics",
             description="VictoriaMetrics (global view, remote_write)",
+        )
+    )
+    longterm = f"{host}:{ports['victoria-longterm']}"
+    services.append(
+        Service(
+            name="victoria-metrics-longterm",
+            port=ports["victoria-longterm"],
+            ready_path="/health",
+            argv=victoria_argv(state / "victoria-longterm", longterm, "2y", cfg.scrape_interval),
+            scrape_job="victoria-metrics",
+            description="VictoriaMetrics (long-term: recording rules only)",
         )
     )
     token_file = secret_file(state, "bridge_token")
@@ -251,7 +264,8 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
     for i in range(2):
         services.append(_alertmanager_service(cfg, i, ports, url, am_config, token_file))
     services += _shard_services(cfg, services, ports, url)
-    notes.append(f"global view (PromQL): {url['victoria']}  PostgreSQL: 127.0.0.1:{ports['postgres']}")
+    notes.append(f"global view (PromQL): {url['victoria']}  long-term: {url['victoria-longterm']}")
+    notes.append(f"PostgreSQL of the bridges: 127.0.0.1:{ports['postgres']}")
     urls = {**url, "prometheus": url["prometheus-0"], "alertmanager": url["alertmanager-0"]}
     return ScalePlan(services, urls, notes, postgres=pg)
 
@@ -309,7 +323,15 @@ def _shard_services(
         pdir = cfg.state_dir / f"prometheus-{i}"
         pdir.mkdir(exist_ok=True)
         config = shard_config(
-            jobs, i, 2, url["victoria"], ams, rule_files(), cfg.scrape_interval, cfg.evaluation_interval
+            jobs,
+            i,
+            2,
+            url["victoria"],
+            ams,
+            rule_files(),
+            cfg.scrape_interval,
+            cfg.evaluation_interval,
+            longterm_url=url["victoria-longterm"],
         )
         # Each shard scrapes only its own Prometheus (meta-monitoring stays local to the shard).
         for job in config["scrape_configs"]:

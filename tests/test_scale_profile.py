@@ -24,7 +24,7 @@ from tests.fakes import aws_seed
 REGION = "ap-northeast-1"  # no other test uses it
 CLOUD_VMS = 2
 
-SPAN = 24  # the scale profile's ports all sit within base .. base+23 with the layout below
+SPAN = 25  # the scale profile's ports all sit within base .. base+24 with the layout below
 
 
 def _free_block() -> int:
@@ -73,7 +73,7 @@ def _start(
         "evaluation_interval": "1s",
         "ports": {
             "prometheus": base,  # shard 1: +1, VictoriaMetrics: +2
-            "alertmanager": base + 3,  # gossip +4; peer +13, its gossip +14; PostgreSQL +23
+            "alertmanager": base + 3,  # gossip +4; peer +13, its gossip +14; PostgreSQL +23; long-term VM +24
             "alert_bridge": base + 5,  # peer +15
             "analytics": base + 6,  # peer +7
             "libvirt_exporter": base + 8,
@@ -152,6 +152,7 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path, moto_server
         assert "metrics-api" in {t["labels"]["job"] for t in _targets(shards[0])}
         _check_metrics_api_reads_global_view(base, state)
         assert len([t for t in _targets(shards[0]) if t["labels"]["job"] == "alert-bridge"]) == 2
+        assert len([t for t in _targets(shards[0]) if t["labels"]["job"] == "victoria-metrics"]) == 2
         # The libvirt exporters are split by hashmod; together the shards scrape each once.
         libvirt = sorted(
             t["labels"]["instance"] for u in shards for t in _targets(u) if t["labels"]["job"] == "libvirt"
@@ -175,6 +176,14 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path, moto_server
 
         total = 20 + CLOUD_VMS
         assert wait_until(lambda: sum(analysed()) == total and 0 not in analysed(), timeout=60), analysed()
+
+        # The long-term VictoriaMetrics receives the recording-rule series of both shards, nothing raw.
+        def longterm_names() -> list[str]:
+            url = f"http://127.0.0.1:{base + 24}/api/v1/label/__name__/values"
+            return list(requests.get(url, timeout=10).json()["data"])
+
+        assert wait_until(lambda: any(":" in n for n in longterm_names()), timeout=30), longterm_names()
+        assert [n for n in longterm_names() if ":" not in n] == []
         status = subprocess.run([*cmd, "status"], capture_output=True, text=True, check=False)
         assert status.returncode == 0, status.stdout
         assert "alert-bridge-1" in status.stdout and "victoria-metrics" in status.stdout
