@@ -9,6 +9,7 @@ only the points after it, continuing each detector where it stopped.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import random
@@ -140,6 +141,12 @@ def stop(proc: ManagedProcess, sig: int = signal.SIGTERM) -> None:
     assert proc.proc.wait(20) == 0, proc.log_tail()
 
 
+def grid_points_after(last: float, end: float) -> int:
+    """Points a cycle ending at `end` reads after `last`: the step grid in (last, end] and the point at `end`
+    itself (read by an instant query when `end` is off the grid, as every cycle's end is)."""
+    return math.floor(end / STEP) - math.floor(last / STEP) + (0 if end % STEP == 0 else 1)
+
+
 def index(fleet: dict[str, Any]) -> dict[str, dict[str, Any]]:
     doc = json.loads((fleet["state"] / "anomaly" / INDEX_FILE).read_text())
     return dict(doc["series"])
@@ -180,7 +187,7 @@ def test_state_saved_on_sigterm_and_restart_scores_only_new_points(fleet: dict[s
         before = saved[ident]
         new_points = row["points"] - before["points"]
         # Only grid points after the saved timestamp (+ the off-grid point at the cycle's end) were scored.
-        assert 0 < new_points <= (row["last_t"] - before["last_t"]) / STEP + 1
+        assert 0 < new_points <= grid_points_after(before["last_t"], row["last_t"])
         assert row["last_t"] == after[ident]["timestamp"] > before["last_t"]
         assert 0.0 <= after[ident]["score"] <= 1.0
         added += new_points
@@ -210,11 +217,8 @@ def test_corrupt_state_is_logged_and_that_series_starts_afresh(fleet: dict[str, 
     increments = 0
     for ident in set(saved) - {broken}:
         increments += now[ident]["points"] - saved[ident]["points"]
-        assert (
-            0
-            < now[ident]["points"] - saved[ident]["points"]
-            <= now[ident]["last_t"] - saved[ident]["last_t"] + 1
-        )
+        new_points = now[ident]["points"] - saved[ident]["points"]
+        assert 0 < new_points <= grid_points_after(saved[ident]["last_t"], now[ident]["last_t"])
     # the broken series was scored from scratch (its whole window in this run), the others only continued
     assert now[broken]["points"] >= saved[broken]["points"]
     assert run_scored == increments + now[broken]["points"]
