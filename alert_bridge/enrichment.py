@@ -50,7 +50,7 @@ _KEYS = {
 class EnrichmentConfig:
     """`enrichment:` section of the bridge config; disabled while `sidecar_url` is empty."""
 
-    sidecar_url: str = ""
+    sidecar_urls: tuple[str, ...] = ()  # one per sidecar shard: a VM's incidents live on its own shard
     token: str | None = field(default=None, repr=False)
     timeout_seconds: float = 2.0
     cache_seconds: float = 30.0
@@ -61,15 +61,13 @@ class EnrichmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return bool(self.sidecar_url)
+        return bool(self.sidecar_urls)
 
 
 def parse_enrichment(section: Mapping[str, Any]) -> EnrichmentConfig:
     """Validate the section; errors name `enrichment.<key>`."""
     check_keys(section, _KEYS, "enrichment")
-    url = section.get("sidecar_url") or ""
-    if not isinstance(url, str) or (url and not url.startswith(("http://", "https://"))):
-        raise ConfigError("enrichment.sidecar_url", f"must be an http(s) URL (got {url!r})")
+    urls = _urls(section.get("sidecar_url") or [])
     match = section.get("match", {"type": "anomaly"})
     if not isinstance(match, Mapping) or not all(isinstance(v, str) for v in match.values()):
         raise ConfigError("enrichment.match", "must map label names to values")
@@ -77,7 +75,7 @@ def parse_enrichment(section: Mapping[str, Any]) -> EnrichmentConfig:
         env=section.get("token_env"), file=section.get("token_file"), key="enrichment.token_file"
     )
     return EnrichmentConfig(
-        sidecar_url=url.rstrip("/"),
+        sidecar_urls=urls,
         token=token,
         timeout_seconds=_num(section, "timeout_seconds", 2.0, 0.05, 30.0),
         cache_seconds=_num(section, "cache_seconds", 30.0, 0.0, 3600.0),
@@ -86,6 +84,18 @@ def parse_enrichment(section: Mapping[str, Any]) -> EnrichmentConfig:
         match={str(k): v for k, v in match.items()},
         max_correlated=int(_num(section, "max_correlated", 10, 0, 100)),
     )
+
+
+def _urls(value: Any) -> tuple[str, ...]:
+    """One URL, or a list of them for sharded sidecars (`--shard i/n`): the bridge asks each."""
+    urls = [value] if isinstance(value, str) else value
+    if not isinstance(urls, list) or not all(
+        isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls
+    ):
+        raise ConfigError(
+            "enrichment.sidecar_url", f"must be an http(s) URL or a list of them (got {value!r})"
+        )
+    return tuple(u.rstrip("/") for u in urls)
 
 
 def _num(section: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
@@ -118,7 +128,7 @@ class Enricher:
         self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
-        self._down_until = 0.0
+        self._down_until: dict[str, float] = {}
         self._local = threading.local()
 
     def applies(self, alert: Mapping[str, Any]) -> bool:
@@ -156,19 +166,37 @@ class Enricher:
             cached = self._cache.get(vm_id)
             if cached is not None and cached[0] > now:
                 return cached[1]
-            if now < self._down_until:
-                raise EnrichmentFailed("backoff", "sidecar failed recently; not asking again yet")
-            try:
-                incidents = self._fetch(vm_id)
-            except EnrichmentFailed as exc:
-                if exc.reason in ("timeout", "unreachable"):
-                    self._down_until = self.clock() + self.config.backoff_seconds
-                raise
+            incidents = self._from_every_shard(vm_id)
             with self._lock:
                 if len(self._cache) > 10_000:  # a storm over many VMs: start over rather than grow
                     self._cache.clear()
                 self._cache[vm_id] = (self.clock() + self.config.cache_seconds, incidents)
             return incidents
+
+    def _from_every_shard(self, vm_id: str) -> list[dict[str, Any]]:
+        """Incidents from every sidecar that answers; fails only when none does (partial answers counted)."""
+        incidents: list[dict[str, Any]] = []
+        failures: list[EnrichmentFailed] = []
+        for url in self.config.sidecar_urls:
+            try:
+                incidents.extend(self._from_one(url, vm_id))
+            except EnrichmentFailed as exc:
+                failures.append(exc)
+        if failures and len(failures) == len(self.config.sidecar_urls):
+            raise failures[0]
+        for failure in failures:
+            self.on_failure(failure.reason)
+        return incidents
+
+    def _from_one(self, url: str, vm_id: str) -> list[dict[str, Any]]:
+        if self.clock() < self._down_until.get(url, 0.0):
+            raise EnrichmentFailed("backoff", "sidecar failed recently; not asking again yet")
+        try:
+            return self._fetch(url, vm_id)
+        except EnrichmentFailed as exc:
+            if exc.reason in ("timeout", "unreachable"):
+                self._down_until[url] = self.clock() + self.config.backoff_seconds
+            raise
 
     @property
     def _http(self) -> requests.Session:
@@ -177,12 +205,12 @@ class Enricher:
             session = self._local.session = requests.Session()
         return session
 
-    def _fetch(self, vm_id: str) -> list[dict[str, Any]]:
+    def _fetch(self, url: str, vm_id: str) -> list[dict[str, Any]]:
         cfg = self.config
         headers = {"Authorization": f"Bearer {cfg.token}"} if cfg.token else {}
         try:
             resp = self._http.get(
-                f"{cfg.sidecar_url}/api/v1/anomalies/incidents",
+                f"{url}/api/v1/anomalies/incidents",
                 params={"vm_id": vm_id, "since": f"{cfg.since_seconds:.0f}"},
                 headers=headers,
                 timeout=cfg.timeout_seconds,

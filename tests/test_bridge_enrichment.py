@@ -24,6 +24,7 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from alert_bridge.config import parse_config
 from alert_bridge.enrichment import Enricher, EnrichmentConfig, parse_enrichment, pick_incident
 from alert_bridge.testing import (
     ADMIN_TOKEN,
@@ -267,14 +268,13 @@ def test_pick_incident_prefers_the_alerts_series_nearest_in_time() -> None:
     assert pick_incident(incidents, "vm-a", "cpu", 4900.0)["id"] == "late"
     assert pick_incident(incidents, "vm-a", "disk_read", 1000.0) is not None  # same VM, other resource
     assert pick_incident(incidents, "vm-z", "cpu", 1000.0) is None
-    enricher = Enricher(EnrichmentConfig(sidecar_url="http://127.0.0.1:9"))
+    enricher = Enricher(EnrichmentConfig(sidecar_urls=("http://127.0.0.1:9",)))
     assert enricher.enrich({"alert": {"labels": {"vm_id": "vm-a"}}}) == {
         "alert": {"labels": {"vm_id": "vm-a"}}
     }
 
 
 def test_novacron_up_points_the_bridge_at_its_sidecar_with_the_sidecars_token(tmp_path: Path) -> None:
-    from alert_bridge.config import parse_config
     from stack.config import load_stack_config
     from stack.plan import plan_stack
 
@@ -282,7 +282,7 @@ def test_novacron_up_points_the_bridge_at_its_sidecar_with_the_sidecars_token(tm
     analytics = next(s for s in plan.services if s.name == "analytics")
     bridge_yml = yaml.safe_load((tmp_path / "state" / "alert-bridge" / "bridge.yml").read_text())
     enrichment = parse_config(bridge_yml).enrichment
-    assert enrichment.sidecar_url.endswith(f":{analytics.port}")
+    assert len(enrichment.sidecar_urls) == 1 and enrichment.sidecar_urls[0].endswith(f":{analytics.port}")
     assert enrichment.token == analytics.env["NOVACRON_ANALYTICS_TOKEN"]
 
 
@@ -308,7 +308,9 @@ def test_enricher_caches_per_vm_and_counts_bad_answers(httpserver: Any) -> None:
         "/api/v1/anomalies/incidents", query_string={"vm_id": "vm-c", "since": "21600"}
     ).respond_with_json({"status": "error"}, status=401)
     reasons: list[str] = []
-    cfg = EnrichmentConfig(sidecar_url=httpserver.url_for("").rstrip("/"), token="t0ken", cache_seconds=60)
+    cfg = EnrichmentConfig(
+        sidecar_urls=(httpserver.url_for("").rstrip("/"),), token="t0ken", cache_seconds=60
+    )
     enricher = Enricher(cfg, reasons.append)
 
     def note(vm: str) -> dict[str, Any]:
@@ -326,3 +328,28 @@ def test_enricher_caches_per_vm_and_counts_bad_answers(httpserver: Any) -> None:
     other["alert"]["labels"]["type"] = "capacity"
     assert enricher.enrich(other) == other  # not an anomaly alert: the sidecar is not asked
     assert len(httpserver.log) == 3
+
+
+def test_sharded_sidecars_are_each_asked_and_a_down_shard_is_counted(httpserver: Any) -> None:
+    """With `--shard i/n` sidecars a VM's incident lives on its own shard: the bridge asks each one."""
+    incident = {
+        "id": "7-host-kvm-2-cpu",
+        "start": 1000.0,
+        "ongoing": True,
+        "members": [
+            {"kind": "host", "vm_id": "kvm-2", "resource": "cpu", "onset": 1000.0, "cause_score": 0.8},
+            {"kind": "vm", "vm_id": "vm-s", "resource": "cpu", "host": "kvm-2", "onset": 1030.0},
+        ],
+    }
+    httpserver.expect_request("/shard1/api/v1/anomalies/incidents").respond_with_json(
+        {"status": "success", "data": {"incidents": [incident]}}
+    )
+    cfg = parse_config({"enrichment": {"sidecar_url": ["http://127.0.0.1:9", httpserver.url_for("/shard1")]}})
+    reasons: list[str] = []
+    enricher = Enricher(cfg.enrichment, reasons.append)
+    labels = {"vm_id": "vm-s", "resource": "cpu", "type": "anomaly"}
+    payload = enricher.enrich({"alert": {"labels": labels, "startsAt": "1970-01-01T00:17:00.000Z"}})
+    assert payload["context"]["likelyCause"]["vm_id"] == "kvm-2"
+    assert reasons == ["unreachable"]  # the dead shard is counted, the answer still comes from the live one
+    with pytest.raises(ConfigError, match="enrichment.sidecar_url"):
+        parse_config({"enrichment": {"sidecar_url": ["http://ok:1", "ftp://no"]}})
