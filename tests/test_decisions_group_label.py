@@ -47,9 +47,11 @@ def _info(refresher: TargetRefresher) -> dict[str, dict[str, str]]:
 
 def test_aws_instances_get_their_group_from_either_tag(moto: ManagedProcess) -> None:
     url = aws_seed.endpoint_of(moto)
-    colon = aws_seed.launch(url, REGION, 2, {"env": "grp", "novacron:group": "web"})
-    underscore = aws_seed.launch(url, REGION, 1, {"env": "grp", "novacron_group": "batch"})
-    none = aws_seed.launch(url, REGION, 1, {"env": "grp"})
+    ids = aws_seed.launch(url, REGION, 4, {"env": "grp"})  # one launch: moto's AMI listing is slow
+    colon, underscore, none = ids[:2], ids[2:3], ids[3:]
+    ec2 = aws_seed.session().client("ec2", region_name=REGION, endpoint_url=url)
+    ec2.create_tags(Resources=colon, Tags=[{"Key": "novacron:group", "Value": "web"}])
+    ec2.create_tags(Resources=underscore, Tags=[{"Key": "novacron_group", "Value": "batch"}])
     raw = {
         "type": "aws",
         "account": "123456789012",
