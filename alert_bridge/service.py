@@ -619,24 +619,11 @@ class Bridge:
         self, alert_id: int, actor: str, reason: str, silence_minutes: float | None = None
     ) -> dict[str, Any]:
         """Ack stops repeats and escalation; optionally silences the alert in Alertmanager until resolved."""
-
-        def run(conn: Connection) -> dict[str, Any]:
-            now = self.clock()
-            row = self._load(conn, alert_id)
-            state = lc.transition(row["state"], "ack")
-            values = {"state": state, "ack_by": actor, "ack_at": now, "ack_reason": reason, "updated_at": now}
-            conn.execute(_UPDATE_ALERT, {**values, "_id": alert_id})
-            self._audit(
-                conn,
-                actor,
-                f"transition:{row['state']}->{state}",
-                row,
-                {"event": "ack", "reason": reason},
-                now,
+        row = self._tx(
+            lambda conn: self._operator_transition(
+                conn, alert_id, actor, "ack", reason, {"ack_by": actor, "ack_reason": reason}, "ack_at"
             )
-            return {**row, **values}
-
-        row = self._tx(run)
+        )
         minutes = silence_minutes if silence_minutes is not None else self.config.ack_silence_minutes
         if minutes and self.alertmanager is not None:
             self._silence_acked(row, actor, reason, minutes)
@@ -664,23 +651,31 @@ class Bridge:
         self._tx(run)
 
     def unacknowledge(self, alert_id: int, actor: str, reason: str) -> dict[str, Any]:
-        def run(conn: Connection) -> dict[str, Any]:
-            now = self.clock()
-            row = self._load(conn, alert_id)
-            state = lc.transition(row["state"], "unack")
-            values = {"state": state, "ack_by": None, "ack_at": None, "ack_reason": None, "updated_at": now}
-            conn.execute(_UPDATE_ALERT, {**values, "_id": alert_id})
-            self._audit(
-                conn,
-                actor,
-                f"transition:{row['state']}->{state}",
-                row,
-                {"event": "unack", "reason": reason},
-                now,
-            )
-            return {**row, **values}
+        undo = {"ack_by": None, "ack_at": None, "ack_reason": None}
+        return alert_view(
+            self._tx(lambda conn: self._operator_transition(conn, alert_id, actor, "unack", reason, undo))
+        )
 
-        return alert_view(self._tx(run))
+    def _operator_transition(
+        self,
+        conn: Connection,
+        alert_id: int,
+        actor: str,
+        event: str,
+        reason: str,
+        values: dict[str, Any],
+        stamp: str | None = None,
+    ) -> dict[str, Any]:
+        """A lifecycle step asked for by a person: new state, the given columns (`stamp` = now), audit."""
+        now = self.clock()
+        row = self._load(conn, alert_id)
+        state = lc.transition(row["state"], event)
+        values = {**values, "state": state, "updated_at": now, **({stamp: now} if stamp else {})}
+        conn.execute(_UPDATE_ALERT, {**values, "_id": alert_id})
+        self._audit(
+            conn, actor, f"transition:{row['state']}->{state}", row, {"event": event, "reason": reason}, now
+        )
+        return {**row, **values}
 
     def resolve(self, alert_id: int, actor: str, reason: str) -> dict[str, Any]:
         result = IntakeResult()
