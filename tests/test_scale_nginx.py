@@ -26,7 +26,7 @@ from alert_bridge.testing import (
 )
 from stack.nginx import NGINX_BIN, bridge_site, main, nginx_argv, standalone_config
 from stack.plan import REPO_ROOT
-from stack.processes import ManagedProcess, free_port
+from stack.processes import ManagedProcess, free_port, wait_until
 from tests.harness.tls import self_signed_cert
 
 CALLS = 12
@@ -61,6 +61,10 @@ def _served_by(prefix: Path) -> list[tuple[str, str, int, int]]:
     return out
 
 
+def _api_calls_logged(prefix: Path) -> int:
+    return len([path for path, *_ in _served_by(prefix) if path != "/healthz"])
+
+
 def test_nginx_spreads_calls_over_both_replicas_and_survives_one_killed(
     tmp_path: Path, postgres, prefix: Path
 ) -> None:
@@ -78,6 +82,8 @@ def test_nginx_spreads_calls_over_both_replicas_and_survives_one_killed(
             resp = hook.post("/webhook/alertmanager", json=payload([alert(f"LbTest{i:02d}", host="h1")]))
             assert resp.status_code == 200, resp.text
             assert len([a for a in api.alerts() if a["labels"]["alertname"].startswith("LbTest")]) == i + 1
+        # nginx logs a request just after answering it: wait for every line before reading the log.
+        assert wait_until(lambda: _api_calls_logged(prefix) == 2 * CALLS, timeout=10)
         served = _served_by(prefix)  # (the readiness probe of /healthz went through nginx too)
         assert {code for _, _, code, _ in served} == {200}
         # Round robin: both replicas answered webhooks and API reads alike (2 x CALLS requests).
@@ -93,6 +99,7 @@ def test_nginx_spreads_calls_over_both_replicas_and_survives_one_killed(
         assert codes == Counter({200: 2 * CALLS}), codes
         names = {a["labels"]["alertname"] for a in api.alerts()}
         assert {f"LbAfter{i:02d}" for i in range(CALLS)} <= names
+        assert wait_until(lambda: _api_calls_logged(prefix) == 4 * CALLS + 1, timeout=10)
         after = _served_by(prefix)[len(served) :]
         assert {replica for _, replica, _, _ in after} == {backends[1]}, after  # the survivor answered all
         assert max(tries for *_, tries in after) == 2  # nginx tried the dead one, then the other
