@@ -218,6 +218,8 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
         bdir.mkdir(exist_ok=True)
         bcfg = bridge_config(cfg, token_file, url["alertmanager-0"])
         bcfg["alertmanager"] = {"urls": [url["alertmanager-0"], url["alertmanager-1"]]}
+        if "enrichment" in bcfg:  # each sidecar shard knows its own VMs' incidents: ask both
+            bcfg["enrichment"]["sidecar_url"] = [url["analytics-0"], url["analytics-1"]]
         (bdir / "bridge.yml").write_text(yaml.safe_dump(bcfg))
         services.append(
             Service(

@@ -86,3 +86,17 @@ def test_web_configs_have_tls_and_bcrypt_users() -> None:
         assert config["tls_server_config"]["min_version"] == "TLS12"
         for hashed in config["basic_auth_users"].values():
             assert bcrypt.checkpw(b"change-me", hashed.encode())
+
+
+def test_scale_profile_bridges_ask_both_sidecar_shards_for_context(tmp_path: Path) -> None:
+    from alert_bridge.config import parse_config
+    from stack.config import load_stack_config
+    from stack.scale import plan_scale, scale_ports
+
+    cfg = load_stack_config(None, str(tmp_path / "state"))
+    plan_scale(cfg)
+    ports = scale_ports(cfg)
+    for replica in (0, 1):
+        bridge = yaml.safe_load((tmp_path / "state" / f"alert-bridge-{replica}" / "bridge.yml").read_text())
+        urls = parse_config(bridge).enrichment.sidecar_urls
+        assert [u.rsplit(":", 1)[1] for u in urls] == [str(ports["analytics-0"]), str(ports["analytics-1"])]
