@@ -16,6 +16,7 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import yaml
 from alert_bridge.testing import ADMIN_TOKEN, WEBHOOK_TOKEN, Client, Receiver, base_config, bridge_process
 from exporters.libvirt.domainxml import NOVACRON_NS
 from stack.fleet import fleet_xml
-from stack.plan import _bin
+from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Alertmanager, Prometheus, prometheus_config
 from tests.test_analytics_integration import OpenMetrics
@@ -37,6 +38,22 @@ STEP = 300
 DAYS = 2
 HOT, BUSY, STEADY = "acme-web", 0.95, 0.5
 HOST_CPUS = 64
+
+
+def start_all(procs: list[ManagedProcess]) -> None:
+    """Start processes side by side (their start-up is mostly Python imports); raise the first failure."""
+    with ThreadPoolExecutor(len(procs)) as pool:
+        for future in [pool.submit(p.start) for p in procs]:
+            future.result()
+
+
+def stop_all(procs: list[ManagedProcess]) -> None:
+    """Stop the sidecars first (a stopping sidecar finishes its cycle, which needs Prometheus), then the
+    rest; each wave side by side (SIGTERM, then SIGKILL after the grace). Unstarted ones are skipped."""
+    sidecars = [p for p in procs if p.name.startswith("analytics")]
+    for wave in (sidecars, [p for p in procs if p not in sidecars]):
+        with ThreadPoolExecutor(max(1, len(wave))) as pool:
+            list(pool.map(lambda p: p.stop(), wave))
 
 
 def fast_rules(src: Path, dst: Path) -> Path:
@@ -165,31 +182,30 @@ def chain(tmp_path: Path, httpserver: Any) -> Iterator[dict[str, Any]]:
     webhook_token = tmp_path / "webhook.token"
     webhook_token.write_text(WEBHOOK_TOKEN)
     ports = {name: free_port() for name in ("exporter", "sidecar", "live", "dry")}
-    procs: list[ManagedProcess] = []
+    exporter = ManagedProcess(
+        "libvirt",
+        [
+            console_script("novacron-libvirt-exporter"),
+            f"--libvirt.uri=test://{node}",
+            "--libvirt.hostname=kvm-chain",
+            f"--web.listen-address=127.0.0.1:{ports['exporter']}",
+        ],
+        tmp_path / "libvirt.log",
+        ready_url=f"http://127.0.0.1:{ports['exporter']}/metrics",
+    )
+    bridges = {
+        name: bridge_process(
+            tmp_path / name,
+            _bridge_config(httpserver.url_for(f"/{name}"), secret, dry_run=name == "dry"),
+            f"sqlite:///{tmp_path / name / 'bridge.db'}",
+            port=ports[name],
+        )
+        for name in ("live", "dry")
+    }
+    am = Alertmanager(tmp_path / "alertmanager", _am_config({n: ports[n] for n in bridges}, webhook_token))
+    procs: list[ManagedProcess] = [exporter, *bridges.values(), am]
     try:
-        procs.append(
-            ManagedProcess(
-                "libvirt",
-                [
-                    _bin("novacron-libvirt-exporter"),
-                    f"--libvirt.uri=test://{node}",
-                    "--libvirt.hostname=kvm-chain",
-                    f"--web.listen-address=127.0.0.1:{ports['exporter']}",
-                ],
-                tmp_path / "libvirt.log",
-                ready_url=f"http://127.0.0.1:{ports['exporter']}/metrics",
-            ).start()
-        )
-        bridges = {}
-        for name in ("live", "dry"):
-            cfg = _bridge_config(httpserver.url_for(f"/{name}"), secret, dry_run=name == "dry")
-            db = f"sqlite:///{tmp_path / name / 'bridge.db'}"
-            bridges[name] = bridge_process(tmp_path / name, cfg, db, port=ports[name]).start()
-            procs.append(bridges[name])
-        am = Alertmanager(
-            tmp_path / "alertmanager", _am_config({n: ports[n] for n in bridges}, webhook_token)
-        )
-        procs.append(am.start())
+        start_all(procs)
         rules = fast_rules(REPO / "rules" / "decisions.rules.yml", tmp_path / "decisions.rules.yml")
         jobs = [
             {"job_name": "libvirt", "static_configs": [{"targets": [f"127.0.0.1:{ports['exporter']}"]}]},
@@ -205,7 +221,7 @@ def chain(tmp_path: Path, httpserver: Any) -> Iterator[dict[str, Any]]:
             ManagedProcess(
                 "analytics",
                 [
-                    _bin("novacron-analytics"),
+                    console_script("novacron-analytics"),
                     "serve",
                     f"--config.file={tmp_path / 'analytics.yml'}",
                     f"--prometheus.url={prom.url}",
@@ -224,8 +240,7 @@ def chain(tmp_path: Path, httpserver: Any) -> Iterator[dict[str, Any]]:
             "sidecar_audit": tmp_path / "analytics-state" / "audit.log",
         }
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        stop_all(procs)
 
 
 def _automation_audit(client: Client) -> list[dict[str, Any]]:
@@ -248,7 +263,7 @@ def test_a_hot_group_reaches_novacron_automation_once_signed_and_never_in_dry_ru
     assert dry_audit
     # Absence of a second call cannot be waited for: let more cycles, evaluations and Alertmanager flushes
     # pass (sidecar and rules every 1 s, group_interval 1 s).
-    time.sleep(3)
+    time.sleep(2)
 
     assert len(live.requests) == 1
     headers, body = live.requests[0]

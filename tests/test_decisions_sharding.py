@@ -13,9 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from analytics_sidecar.config import Shard
 from analytics_sidecar.decisions.wiring import holds_decision_lease
-from stack.plan import _bin
+from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, wait_until
 from tests.harness import start_prometheus, test_driver_fleet
+from tests.test_decisions_chain import start_all, stop_all
 
 TOKEN = "sharding-decisions-token"
 INTERVAL = 1.0
@@ -66,7 +67,7 @@ def _sidecar(tmp: Path, prom_url: str, index: int, port: int) -> ManagedProcess:
     return ManagedProcess(
         f"analytics-{index}",
         [
-            _bin("novacron-analytics"),
+            console_script("novacron-analytics"),
             "serve",
             f"--config.file={tmp / 'analytics.yml'}",
             f"--prometheus.url={prom_url}",
@@ -116,7 +117,7 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
     exporter = ManagedProcess(
         "libvirt",
         [
-            _bin("novacron-libvirt-exporter"),
+            console_script("novacron-libvirt-exporter"),
             f"--libvirt.uri={uri}",
             f"--web.listen-address=127.0.0.1:{exp_port}",
         ],
@@ -134,8 +135,9 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
         )
         procs.append(prom)
         prom.wait_for("novacron_vm_info", predicate=lambda r: len(r) == VMS)
-        sidecars = [_sidecar(tmp_path, prom.url, i, ports[i]).start() for i in range(2)]
+        sidecars = [_sidecar(tmp_path, prom.url, i, ports[i]) for i in range(2)]
         procs += sidecars
+        start_all(sidecars)
         urls = [s.url for s in sidecars]
 
         # Both alive: replica 0 decides, replica 1 stands by (no decision series, API 503 naming why). At a
@@ -166,5 +168,4 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
             _metrics(u) for u in urls
         ]
     finally:
-        for proc in reversed(procs):
-            proc.stop()
+        stop_all(procs)
