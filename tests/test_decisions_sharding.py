@@ -4,15 +4,22 @@ hands that share (and so the decisions) to replica 1 within the lease TTL, and b
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.wrappers import Request
 
-from analytics_sidecar.config import Shard
-from analytics_sidecar.decisions.wiring import holds_decision_lease
+from analytics_sidecar.config import Config, Shard
+from analytics_sidecar.decisions.config import DecisionSettings
+from analytics_sidecar.decisions.engine import DecisionEngine, Decisions
+from analytics_sidecar.decisions.scaling import _Track
+from analytics_sidecar.decisions.wiring import attach, holds_decision_lease
 from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, wait_until
 from tests.harness import start_prometheus, test_driver_fleet
@@ -31,6 +38,45 @@ def test_the_decision_lease_is_shard_zeros_share() -> None:
     # Shard 0 dead: the lease hands its share to the next live shard, which then decides.
     assert holds_decision_lease(Shard(1, 3, adopted=frozenset({0})))
     assert not holds_decision_lease(Shard(2, 3, adopted=frozenset({1})))
+
+
+def test_the_hook_decides_with_the_lease_and_forgets_its_state_on_standby(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def run(self: DecisionEngine, results: Any, catalogue: Any) -> Decisions:
+        self.state.decisions = Decisions(generated_at=time.time(), duration_seconds=0.0)
+        return self.state.decisions
+
+    monkeypatch.setattr(DecisionEngine, "run", run)
+    cfg = replace(Config(), shard=Shard(1, 2))
+    engine = SimpleNamespace(cfg=cfg, catalogue=None)
+    routes: dict[str, Any] = {}
+    collectors: list[Any] = []
+    hook = attach(cfg, None, engine, routes, collectors, lambda handler: handler)  # type: ignore[arg-type]
+    assert hook is not None
+    health = routes["/api/v1/decisions/health"]
+
+    def active() -> float:
+        return next(
+            f.samples[0].value for f in collectors[0].collect() if f.name == "novacron_decisions_active"
+        )
+
+    hook(None)  # peer 0 alive: stand by
+    assert active() == 0 and health(Request.from_values()).status_code == 503
+    assert b"standby" in health(Request.from_values()).get_data()
+    engine.cfg = replace(cfg, shard=Shard(1, 2, adopted=frozenset({0})))  # peer 0 dead: share 0 adopted
+    hook(None)
+    assert active() == 1 and health(Request.from_values()).status_code == 200
+    engine.cfg = cfg  # peer 0 back
+    hook(None)
+    assert active() == 0 and health(Request.from_values()).status_code == 503
+
+
+def test_standing_by_restarts_windows_and_cooldowns() -> None:
+    dec = DecisionEngine(DecisionSettings(), Config(), None)  # type: ignore[arg-type]
+    dec.triggers.tracks["web"] = _Track(last_signal=1.0, direction="out")
+    dec.stand_by()
+    assert dec.triggers.tracks == {} and dec.state.decisions is None and dec.state.role == "standby"
 
 
 def _metrics(url: str) -> dict[str, float]:
