@@ -38,7 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from stack.plan import _bin  # noqa: E402
+from stack.plan import console_script  # noqa: E402
 from stack.processes import ManagedProcess, free_port  # noqa: E402
 from stack.rulelint import parse_duration  # noqa: E402
 from stack.rules_cmd import RULES_DIR, default_rule_files  # noqa: E402
@@ -93,7 +93,7 @@ class Bench:
             ManagedProcess(
                 "libvirt-exporter",
                 [
-                    _bin("novacron-libvirt-exporter"),
+                    console_script("novacron-libvirt-exporter"),
                     f"--libvirt.uri={guest.uri}",
                     f"--web.listen-address=127.0.0.1:{exp_port}",
                 ],
@@ -112,7 +112,7 @@ class Bench:
             ManagedProcess(
                 "alert-bridge",
                 [
-                    _bin("novacron-alert-bridge"),
+                    console_script("novacron-alert-bridge"),
                     f"--web.listen-address=127.0.0.1:{bridge_port}",
                     f"--config.file={work / 'bridge.yml'}",
                     f"--storage.url=sqlite:///{work / 'bridge.db'}",

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from stack.plan import _bin  # noqa: E402
+from stack.plan import console_script  # noqa: E402
 from stack.processes import ManagedProcess, free_port  # noqa: E402
 from stack.rules_cmd import default_rule_files  # noqa: E402
 from stack.servers import Prometheus, prometheus_config  # noqa: E402
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             exporter = ManagedProcess(
                 f"exporter-{i}",
                 [
-                    _bin("novacron-libvirt-exporter"),
+                    console_script("novacron-libvirt-exporter"),
                     f"--libvirt.uri={uri}",
                     f"--web.listen-address=127.0.0.1:{port}",
                 ],

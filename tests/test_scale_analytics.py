@@ -9,7 +9,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from analytics_sidecar.shard_lease import adopted
-from stack.plan import _bin
+from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, wait_until
 from tests.harness import start_prometheus, test_driver_fleet
 
@@ -39,7 +39,7 @@ def _sidecar(tmp: Path, prom_url: str, index: int, port: int) -> ManagedProcess:
     return ManagedProcess(
         f"analytics-{index}",
         [
-            _bin("novacron-analytics"),
+            console_script("novacron-analytics"),
             "serve",
             f"--prometheus.url={prom_url}",
             f"--shard={index}/2",
@@ -59,7 +59,7 @@ def test_two_sidecars_cover_the_fleet_once_and_take_over(tmp_path: Path) -> None
     exporter = ManagedProcess(
         "libvirt",
         [
-            _bin("novacron-libvirt-exporter"),
+            console_script("novacron-libvirt-exporter"),
             f"--libvirt.uri={uri}",
             f"--web.listen-address=127.0.0.1:{exp_port}",
         ],

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from stack.cardinality import build_report
-from stack.plan import _bin
+from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port
 from tests.harness import start_prometheus, test_driver_fleet
 
@@ -17,7 +17,7 @@ def test_report_names_the_biggest_metrics_targets_and_flags_limits(tmp_path: Pat
     port = free_port()
     uri = test_driver_fleet(tmp_path, n_domains=50)
     argv = [
-        _bin("novacron-libvirt-exporter"),
+        console_script("novacron-libvirt-exporter"),
         f"--libvirt.uri={uri}",
         f"--web.listen-address=127.0.0.1:{port}",
     ]

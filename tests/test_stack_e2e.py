@@ -11,7 +11,7 @@ import pytest
 import requests
 import yaml
 
-from stack.plan import _bin, _secret_file, rule_files
+from stack.plan import console_script, rule_files, secret_file
 from stack.processes import ManagedProcess, free_port
 from tests.harness import QemuGuest, SmtpSink, start_alertmanager, start_prometheus
 
@@ -37,7 +37,7 @@ def _bridge(tmp: Path, smtp: SmtpSink, token_file: Path, am_url: str) -> Managed
     proc = ManagedProcess(
         "alert-bridge",
         [
-            _bin("novacron-alert-bridge"),
+            console_script("novacron-alert-bridge"),
             f"--web.listen-address=127.0.0.1:{port}",
             f"--config.file={tmp / 'bridge.yml'}",
             f"--storage.url=sqlite:///{tmp / 'bridge.db'}",
@@ -54,7 +54,11 @@ def _exporter(tmp: Path, uri: str) -> ManagedProcess:
     port = free_port()
     proc = ManagedProcess(
         "libvirt-exporter",
-        [_bin("novacron-libvirt-exporter"), f"--libvirt.uri={uri}", f"--web.listen-address=127.0.0.1:{port}"],
+        [
+            console_script("novacron-libvirt-exporter"),
+            f"--libvirt.uri={uri}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
         tmp / "exporter.log",
         ready_url=f"http://127.0.0.1:{port}/metrics",
         url=f"http://127.0.0.1:{port}",
@@ -62,7 +66,7 @@ def _exporter(tmp: Path, uri: str) -> ManagedProcess:
     return proc.start()
 
 
-def _alertmanager_config(bridge_url: str, token_file: Path) -> dict[str, object]:
+def _routing_config(bridge_url: str, token_file: Path) -> dict[str, object]:
     # The shipped routing config, with its bridge receivers pointed at this test's bridge.
     config = yaml.safe_load(Path("rules/alertmanager/alertmanager.yml").read_text())
     for receiver in config["receivers"]:
@@ -74,7 +78,7 @@ def _alertmanager_config(bridge_url: str, token_file: Path) -> dict[str, object]
 
 @pytest.fixture
 def pipeline(tmp_path: Path, smtp_server: SmtpSink, qemu_guest: QemuGuest) -> Iterator[dict[str, Any]]:
-    token_file = _secret_file(tmp_path, "bridge_token")
+    token_file = secret_file(tmp_path, "bridge_token")
     null_route = {"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}
     with (
         _exporter(tmp_path, qemu_guest.uri) as exporter,
@@ -82,7 +86,7 @@ def pipeline(tmp_path: Path, smtp_server: SmtpSink, qemu_guest: QemuGuest) -> It
         _bridge(tmp_path, smtp_server, token_file, am.url) as bridge,
     ):
         # Alertmanager needs the bridge's URL, the bridge needs Alertmanager's: configure, then reload.
-        am.config_path.write_text(yaml.safe_dump(_alertmanager_config(bridge.url, token_file)))
+        am.config_path.write_text(yaml.safe_dump(_routing_config(bridge.url, token_file)))
         requests.post(f"{am.url}/-/reload", timeout=10).raise_for_status()
         scrape = [
             {"job_name": "libvirt", "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}]}

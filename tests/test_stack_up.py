@@ -155,10 +155,10 @@ def test_every_console_script_answers_help() -> None:
 
 
 def test_generated_alertmanager_config_passes_amtool_with_and_without_a_mail_relay(tmp_path: Path) -> None:
-    from stack.plan import _alertmanager_config
+    from stack.plan import alertmanager_config
 
     for relay, mailers in (("", 0), ("relay.example", 1)):
-        config = _alertmanager_config("http://127.0.0.1:1234", relay, 2525)
+        config = alertmanager_config("http://127.0.0.1:1234", relay, 2525)
         path = tmp_path / "alertmanager.yml"
         path.write_text(yaml.safe_dump(config))
         (tmp_path / "bridge_token").write_text("x" * 32)
