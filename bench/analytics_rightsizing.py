@@ -180,16 +180,16 @@ def print_sweep(
             print(f"  {saved:6.1%} / {risk:6.3%}  {label}")
         print(
             f"\n| {res}: anchor | anchor saved / risk | frontier at its risk "
-            "| best swept point at <= its risk | best shipped level at <= its risk |"
+            "| best swept point at <= its risk | shipped levels saving more at <= its risk |"
         )
         print("| --- | --- | --- | --- | --- |")
         ship = [(r[f"{key}_saved"], r[f"{key}_risk"], name) for name, r in shipped]
         for name, r in anchors:
             a_saved, a_risk = r[f"{key}_saved"], r[f"{key}_risk"]
             b = best_at(points, a_risk)
-            s = best_at(ship, a_risk)
+            wins = [p for p in ship if p[1] <= a_risk and p[0] > a_saved]
             b_txt = f"{b[0]:.1%} / {b[1]:.3%} ({b[2]})" if b else "none"
-            s_txt = f"{s[0]:.1%} / {s[1]:.3%} ({s[2]})" if s else "none"
+            s_txt = ", ".join(f"{p[2]}: {p[0]:.1%} / {p[1]:.3%}" for p in wins) or "**none**"
             f_txt = f"{interpolated_at(points, a_risk):.1%}"
             print(f"| {name} | {a_saved:.1%} / {a_risk:.3%} | {f_txt} | {b_txt} | {s_txt} |")
 
