@@ -107,6 +107,8 @@ def whole_vcpus(cpu: Series, now: float, risk: RiskLevel, half_life: float, min_
     pass is needed and a VM's recommendation does not depend on the others.
     """
     s = cpu.finite()
+    if not len(s):
+        return min_vcpus
     v = s.v * (1.0 + risk.cpu_headroom)
     w = decay_weights(s.t, now, half_life)
     floor = max(min_vcpus, math.ceil(weighted_percentile(v, w, risk.cpu_percentile) - 1e-9))
@@ -125,6 +127,8 @@ def memory_size(mem: Series, now: float, risk: RiskLevel, half_life: float) -> f
     rule means the same for a 1 GiB and a 256 GiB VM.
     """
     s = mem.finite()
+    if not len(s):
+        return float("nan")
     w = decay_weights(s.t, now, half_life)
     floor = weighted_percentile(s.v, w, risk.memory_percentile)
     peak = float(s.v.max())

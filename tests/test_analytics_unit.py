@@ -146,6 +146,9 @@ def test_need_spends_the_budget_rounding_would_waste() -> None:
     assert rightsizing.whole_vcpus(_cpu_with_bursts(14, 0.1, 7.9, 0.3), t[-1], level, 0) == 8
     # 8 cores 3 % of the time: 7 vCPUs for 3 % of the time is worth it (3 % < 7 x 2 %).
     assert rightsizing.whole_vcpus(_cpu_with_bursts(14, 0.1, 7.9, 0.03), t[-1], level, 0) == 1
+    empty = Series.of([], [])
+    assert rightsizing.whole_vcpus(empty, t[-1], level, 0) == 1
+    assert math.isnan(rightsizing.memory_size(empty, t[-1], level, 0))
 
 
 def test_memory_need_cuts_one_off_spikes_but_keeps_regular_peaks() -> None:
