@@ -166,3 +166,31 @@ def test_write_provisioning(tmp_path: Path) -> None:
     assert provider["options"]["foldersFromFilesStructure"] is True
     files = sorted(Path(provider["options"]["path"]).glob("*/*.json"))
     assert {json.loads(f.read_text())["uid"] for f in files} == EXPECTED_UIDS
+
+
+def test_query_step_follows_grafana() -> None:
+    """Step = max(min interval, range / max data points); $__rate_interval counts the min interval."""
+    from dashboards.evaluate import builtins, panel_step
+
+    six_hours = 6 * 3600.0
+    assert panel_step({}, {}, six_hours, 15.0) == (27, 15.0)  # 800 points by default
+    assert panel_step({"maxDataPoints": 200}, {}, six_hours, 15.0) == (108, 15.0)
+    assert panel_step({"interval": "5m"}, {}, 86400.0, 15.0) == (300, 300)
+    assert panel_step({"interval": "5m"}, {"interval": "1m"}, 86400.0, 15.0) == (108, 60)  # the query's wins
+    assert panel_step({"interval": "$__auto"}, {}, 3600.0, 15.0) == (15.0, 15.0)  # not a duration: ignored
+    assert builtins(86400.0, 300, 300)["__rate_interval"] == "1200s"  # max(300 + 300, 4 x 300)
+    analytics = next(b.model for b in build_all() if b.model["uid"] == "novacron-analytics")
+    forecast = next(p for p in panels(analytics) if p["title"] == "Fleet CPU forecast (1 day)")
+    fleet = next(b.model for b in build_all() if b.model["uid"] == "novacron-fleet-overview")
+    heatmap = next(p for p in panels(fleet) if p["title"] == "CPU utilisation heatmap")
+    assert forecast["interval"] == "5m" and heatmap["maxDataPoints"] == 200
+
+
+def test_fleet_stats_read_group_sums_not_per_vm_joins() -> None:
+    """Stats of the fleet-wide views read the per-(provider, region, host, tenant) rules: no join per load."""
+    for uid in ("novacron-fleet-overview", "novacron-analytics", "novacron-cloud"):
+        model = next(b.model for b in build_all() if b.model["uid"] == uid)
+        for panel in panels(model):
+            if panel["type"] == "stat":
+                for target in panel["targets"]:
+                    assert "group_left" not in target["expr"], (uid, panel["title"])
