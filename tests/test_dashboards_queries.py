@@ -256,6 +256,14 @@ CONSTANT = {  # identity, sizes and capacities: their past is their present valu
 }
 
 
+NETWORK_COUNTERS = {"novacron_vm_network_receive_bytes_total", "novacron_vm_network_transmit_bytes_total"}
+
+
+def network_rate(index: int) -> float:
+    """Bytes per second: the near-zero CPU shape also moves almost nothing (the sidecar's idle rule)."""
+    return 10.0 if index % 4 == 0 else 2e4
+
+
 def utilisation(index: int, ts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """CPU utilisation shapes the sidecar tells apart: near zero, diurnal, steady, growing."""
     day = 2 * np.pi * ts / 86400
@@ -286,6 +294,8 @@ def build_history(pages: dict[tuple[str, str], list[Sample]], end: float, path: 
             if s.name == "novacron_vm_cpu_seconds_total":  # a counter of busy core-seconds
                 cores = vcpus.get(vm, 1.0) * np.clip(utilisation(order.get(vm, 0), ts, rng), 0, 1)
                 return np.cumsum(cores * STEP)
+            if s.name in NETWORK_COUNTERS:  # ends at the live value: no jump (or reset) at the seam
+                return s.value - network_rate(order.get(vm, 1)) * (end - ts)
             if s.name == "novacron_vm_cpu_utilisation_ratio":  # cloud VMs: 20 % for days, busier now
                 return utilisation(2, ts, rng)
             if s.name == "novacron_host_cpu_seconds_total":
@@ -427,6 +437,13 @@ def clear_of_step_boundary(margin: float = 45.0) -> None:
         time.sleep(left + 1)
 
 
+def flat_vms(page: list[Sample]) -> list[str]:
+    """The running KVM VMs whose history is near-zero CPU and traffic (shape 0 of `utilisation`)."""
+    running = {s.labels["vm_id"] for s in page if s.name == "novacron_vm_state" and s.value == 1}
+    ordered = sorted(s.labels["vm_id"] for s in page if s.name == "novacron_vm_vcpus")
+    return [vm for i, vm in enumerate(ordered) if i % 4 == 0 and vm in running]
+
+
 def _vm_ids(samples: list[Sample], provider: str) -> list[str]:
     return sorted(
         s.labels["vm_id"]
@@ -507,6 +524,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, moto_server: ManagedProcess)
         yield {
             "prom": prom,
             "kvm_vms": _vm_ids(libvirt_page, "kvm"),
+            "flat_kvm_vms": flat_vms(libvirt_page),
             "running_kvm_vms": [
                 s.labels["vm_id"] for s in libvirt_page if s.name == "novacron_vm_state" and s.value == 1
             ],
@@ -582,6 +600,9 @@ def test_write_back_is_the_live_sidecars(stack) -> None:  # type: ignore[no-unty
     # Every running KVM VM and every AWS VM was analysed and priced from the shipped catalogue.
     priced = {r["metric"]["vm_id"] for r in prom.query("novacron_vm_cost_per_month")}
     assert priced == set(stack["running_kvm_vms"]) | set(stack["aws_vms"])
+    # The KVM VMs given near-zero CPU and traffic for days are the ones the sidecar calls idle.
+    idle = {r["metric"]["vm_id"] for r in prom.query("novacron_vm_idle == 1")}
+    assert idle == set(stack["flat_kvm_vms"]) and idle
     # The AWS VMs ran at 20 % for days and run at 37 % now: above the band the sidecar learned.
     cpu = 'vm:novacron_vm_cpu_utilisation:ratio{vm_id=~"i-.*"}'
     above = f'{cpu} > on(vm_id) novacron_baseline_upper{{resource="cpu"}}'
