@@ -15,8 +15,17 @@ Every process here is the real one, on loopback:
 - Alertmanager (clustered) receiving an always-firing test alert and the shipped rules' alerts, delivering
   through its webhook to `novacron-alert-bridge` (SQLite), which emails an SMTP sink (aiosmtpd), so the
   bridge's lifecycle, delivery and latency metrics are real.
-Nothing is served from a fixed exposition. The one gap allowed: memory utilisation of a test-driver VM
-(libvirt's test driver reports no balloon statistics).
+Nothing is served from a fixed exposition. The history is the one synthetic part: the past of the live series
+(CPU and network counters, cloud utilisation, host and pool usage, and the balloon statistics a real QEMU
+guest reports and the test driver does not), because the sidecar needs days of it before it recommends,
+classifies or forecasts.
+
+Gaps stated exactly (any other empty query fails):
+- memory utilisation of a test-driver VM: libvirt's test driver reports no balloon statistics live;
+- VM detail of an Azure or GCP VM: vCPUs, memory, baseline band, anomaly score and CPU forecast
+  (CLOUD_SIZE_GAPS). The cloud exporter has no source for the size of an Azure or GCP VM (docs/metrics.md:
+  `novacron_vm_vcpus`/`novacron_vm_memory_bytes` are AWS-only), and without vCPUs the sidecar cannot turn
+  utilisation into cores, so it does not analyse those VMs. Their utilisation, network and disk have data.
 """
 
 from __future__ import annotations
