@@ -43,6 +43,9 @@ CONTEXT_LABELS = (
     "provider",
     "target",
 )
+# Annotations of the decision alerts that carry machine-readable values (the group's desired size), added to
+# the context too: a label would make every new value a new alert.
+CONTEXT_ANNOTATIONS = ("desired_vms",)
 AWAITING = "automation:awaiting_approval"
 
 
@@ -127,13 +130,15 @@ def _hook(raw: Any, where: str, channels: Mapping[str, Any]) -> Hook:
 
 def request_body(hook: Hook, alert: Mapping[str, Any]) -> dict[str, Any]:
     """What the automation endpoint receives (the webhook channel adds `type` and `subject`)."""
-    labels = alert.get("labels", {})
+    labels, annotations = alert.get("labels", {}), alert.get("annotations") or {}
+    decision = {k: labels[k] for k in CONTEXT_LABELS if labels.get(k)}
+    decision.update({k: annotations[k] for k in CONTEXT_ANNOTATIONS if str(annotations.get(k, "")).strip()})
     return {
         "kind": "automation",
         "action": hook.action,
         "hook": hook.name,
         "dry_run": False,
-        "decision": {k: labels[k] for k in CONTEXT_LABELS if labels.get(k)},
+        "decision": decision,
         "alert": dict(alert),
     }
 

@@ -270,7 +270,9 @@ def test_a_hot_group_reaches_novacron_automation_once_signed_and_never_in_dry_ru
     assert signed(headers, body)
     sent = live.bodies()[0]
     assert sent["type"] == "automation" and sent["action"] == "scale_group" and sent["dry_run"] is False
-    assert sent["decision"] == {"group": HOT, "direction": "out"}
+    [desired] = prom.query(f'novacron_group_desired_vms{{group="{HOT}"}}')
+    assert int(float(desired["value"][1])) >= 4  # ceil(3 VMs x 0.95 / 0.6), at least one more than now
+    assert sent["decision"] == {"group": HOT, "direction": "out", "desired_vms": desired["value"][1]}
     assert sent["alert"]["alertname"] == "NovaCronGroupScaleOutRecommended"
     assert dry.requests == []  # dry run: nothing is called ...
     recorded = [a for a in _automation_audit(chain["bridges"]["dry"]) if a["action"] == "automation:dry_run"]
