@@ -327,12 +327,6 @@ def cloud_exporter_service(cfg: StackConfig) -> Service:
     )
 
 
-# The former private names, still imported by older tests and benches.
-_bin = console_script
-_secret_file = secret_file
-_alertmanager_config = alertmanager_config
-
-
 def _write_grafana_provisioning(out: Path, urls: dict[str, str]) -> str:
     try:
         from dashboards.provisioning import write_provisioning

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pytest_httpserver import HTTPServer
 
-from stack.plan import _bin
+from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port
 from stack.rules_cmd import RULES_DIR, default_rule_files
 from stack.servers import Alertmanager, Prometheus, prometheus_config
@@ -42,7 +42,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory, webhook: HTTPServer) -> Iter
     port = free_port()
     exporter = ManagedProcess(
         "libvirt-exporter",
-        [_bin("novacron-libvirt-exporter"), f"--libvirt.uri={uri}", f"--web.listen-address=127.0.0.1:{port}"],
+        [
+            console_script("novacron-libvirt-exporter"),
+            f"--libvirt.uri={uri}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
         tmp / "exporter.log",
         ready_url=f"http://127.0.0.1:{port}/metrics",
     )
