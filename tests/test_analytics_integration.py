@@ -29,6 +29,7 @@ from analytics_sidecar.trace import read_vm
 from exporters.common.web import serve_in_thread
 from stack.processes import free_port
 from stack.servers import Prometheus, prometheus_config
+from tests.harness.backfill import History, create_blocks
 
 STEP = 300
 DAYS = 10
@@ -43,32 +44,8 @@ POOL_USED_NOW = 500 * GIB
 POOL_GROWTH_PER_DAY = 10 * GIB
 
 
-class OpenMetrics:
-    """Collects samples and writes an OpenMetrics file for promtool (one family block per metric)."""
-
-    def __init__(self) -> None:
-        self.families: dict[str, list[str]] = {}
-        self.types: dict[str, str] = {}
-
-    def add(
-        self, name: str, labels: dict[str, str], ts: np.ndarray, values: np.ndarray, kind: str = "gauge"
-    ) -> None:
-        self.types[name] = kind
-        lab = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        sample = f"{name}_total" if kind == "counter" else name
-        lines = self.families.setdefault(name, [])
-        lines.extend(f"{sample}{{{lab}}} {float(v)!r} {int(t)}" for t, v in zip(ts, values, strict=True))
-
-    def write(self, path: Path) -> None:
-        with path.open("w") as fh:
-            for name, lines in self.families.items():
-                fh.write(f"# TYPE {name} {self.types[name]}\n")
-                fh.write("\n".join(lines) + "\n")
-            fh.write("# EOF\n")
-
-
 def _vm(
-    om: OpenMetrics,
+    om: History,
     ts: np.ndarray,
     vm_id: str,
     ratio: np.ndarray,
@@ -97,7 +74,7 @@ def build_history(now: float, tmp: Path) -> tuple[Path, dict[str, dict[str, floa
     end = math.floor(now / STEP) * STEP
     ts = np.arange(end - DAYS * 86400, end + 1, STEP, dtype=float)
     rng = np.random.default_rng(7)
-    om = OpenMetrics()
+    om = History()
     day_phase = 2 * np.pi * ts / 86400
     ones = np.ones(ts.size)
     _vm(om, ts, "vm-diurnal", 0.25 + 0.15 * np.sin(day_phase), 4, 8 * GIB, 0.25 * ones)
@@ -128,8 +105,8 @@ def build_history(now: float, tmp: Path) -> tuple[Path, dict[str, dict[str, floa
         om.add("novacron_host_memory_bytes", hl, ts, np.full(ts.size, float(HOST_MEM)))
         used = HOST_MEM_USED_NOW + HOST_MEM_GROWTH_PER_DAY * (ts - end) / 86400
         om.add("novacron_host_memory_free_bytes", hl, ts, HOST_MEM - used)
-        om.add("novacron_host_cpu_seconds", {**hl, "mode": "user"}, ts, 3.0 * (ts - ts[0]), "counter")
-        om.add("novacron_host_cpu_seconds", {**hl, "mode": "idle"}, ts, 13.0 * (ts - ts[0]), "counter")
+        om.add("novacron_host_cpu_seconds_total", {**hl, "mode": "user"}, ts, 3.0 * (ts - ts[0]))
+        om.add("novacron_host_cpu_seconds_total", {**hl, "mode": "idle"}, ts, 13.0 * (ts - ts[0]))
     pool = {"host": "kvm-0", "pool": "default"}
     om.add("novacron_storage_pool_capacity_bytes", pool, ts, np.full(ts.size, float(POOL_CAP)))
     pool_used = POOL_USED_NOW + POOL_GROWTH_PER_DAY * (ts - end) / 86400
@@ -180,19 +157,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     prom_dir = tmp / "prometheus"
     data = prom_dir / "data"
     data.mkdir(parents=True)
-    subprocess.run(
-        [
-            "promtool",
-            "tsdb",
-            "create-blocks-from",
-            "openmetrics",
-            "--max-block-duration=240h",
-            str(history),
-            str(data),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    create_blocks(history, data)
     sidecar_port = free_port()
     config = prometheus_config(
         [{"job_name": "analytics", "static_configs": [{"targets": [f"127.0.0.1:{sidecar_port}"]}]}],

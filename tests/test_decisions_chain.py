@@ -12,7 +12,6 @@ The rule file is the shipped one with 1 s evaluation and 1 s holds, so the chain
 from __future__ import annotations
 
 import math
-import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from stack.fleet import fleet_xml
 from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Alertmanager, Prometheus, prometheus_config
-from tests.test_analytics_integration import OpenMetrics
+from tests.harness.backfill import History, create_blocks
 from tests.test_decisions_automation import SECRET, signed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,18 +80,14 @@ def _backfill(domains: list[tuple[str, str, int]], prom_data: Path, tmp: Path) -
     """Two days of CPU counters: the hot group's VMs use 95 % of their vCPUs, the others 50 %."""
     end = math.floor(time.time() / STEP) * STEP
     ts = np.arange(end - DAYS * 86400, end + 1, STEP, dtype=float)
-    om = OpenMetrics()
+    om = History()
     for vm, group, vcpus in domains:
         cores = vcpus * (BUSY if group == HOT else STEADY)
-        om.add("novacron_vm_cpu_seconds", {"vm_id": vm}, ts, cores * (ts - ts[0]), "counter")
+        om.add("novacron_vm_cpu_seconds_total", {"vm_id": vm}, ts, cores * (ts - ts[0]))
     history = tmp / "history.om"
     om.write(history)
     prom_data.mkdir(parents=True)
-    subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(history), str(prom_data)],
-        check=True,
-        capture_output=True,
-    )
+    create_blocks(history, prom_data)
 
 
 def _bridge_config(url: str, secret_file: Path, dry_run: bool) -> dict[str, Any]:

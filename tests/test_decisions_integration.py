@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import re
-import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -34,7 +33,7 @@ from exporters.common.web import serve_in_thread
 from stack.fleet import write_fleet
 from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Prometheus, prometheus_config
-from tests.test_analytics_integration import OpenMetrics
+from tests.harness.backfill import History, create_blocks
 
 STEP = 300
 DAYS = 2
@@ -50,7 +49,7 @@ def _uuids(node_xml: Path) -> list[str]:
     return [str(d.findtext("uuid")) for d in ET.parse(node_xml).getroot().iter("domain")]
 
 
-def _cloud_vm(om: OpenMetrics, ts: np.ndarray, vm: str, util: float, tenant: str, group: str) -> None:
+def _cloud_vm(om: History, ts: np.ndarray, vm: str, util: float, tenant: str, group: str) -> None:
     ones = np.ones(ts.size)
     info = {"vm_id": vm, "provider": "aws", "host": "", "tenant": tenant, "novacron_group": group}
     om.add("novacron_vm_info", {**info, "instance_type": "m5.large", "vm_name": vm}, ts, ones)
@@ -63,11 +62,11 @@ def _cloud_vm(om: OpenMetrics, ts: np.ndarray, vm: str, util: float, tenant: str
 def build_history(now: float, fleets: dict[str, Path], path: Path) -> None:
     end = math.floor(now / STEP) * STEP
     ts = np.arange(end - DAYS * 86400, end + 1, STEP, dtype=float)
-    om = OpenMetrics()
+    om = History()
     for host, node in fleets.items():
         cores = HOSTS[host][1]
         for vm in _uuids(node):
-            om.add("novacron_vm_cpu_seconds", {"vm_id": vm}, ts, cores * (ts - ts[0]), "counter")
+            om.add("novacron_vm_cpu_seconds_total", {"vm_id": vm}, ts, cores * (ts - ts[0]))
     for i in range(3):
         _cloud_vm(om, ts, f"busy-{i}", 0.95, "good", "busy")
         _cloud_vm(om, ts, f"quiet-{i}", 0.10, "good", "quiet")
@@ -109,11 +108,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     build_history(time.time(), fleets, history)
     prom_dir = tmp / "prometheus"
     (prom_dir / "data").mkdir(parents=True)
-    subprocess.run(
-        ["promtool", "tsdb", "create-blocks-from", "openmetrics", str(history), str(prom_dir / "data")],
-        check=True,
-        capture_output=True,
-    )
+    create_blocks(history, prom_dir / "data")
     ports = {h: free_port() for h in HOSTS}
     jobs = [
         {"job_name": f"libvirt-{h}", "static_configs": [{"targets": [f"127.0.0.1:{p}"]}]}
