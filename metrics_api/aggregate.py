@@ -23,6 +23,7 @@ INFO_LABELS = (
     "project",
     "flavor",
     "instance_type",
+    "novacron_group",
 )
 GROUP_LABELS = (*INFO_LABELS, "vm_id")
 AGGS = {"avg": "avg", "max": "max", "min": "min", "sum": "sum", "count": "count", "p95": "quantile"}

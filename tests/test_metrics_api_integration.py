@@ -62,7 +62,7 @@ def exposition() -> str:
         lines += [
             f'novacron_vm_info{{vm_id="{vm_id}",vm_name="{vm_id}-name",tenant="{tenant}",provider="{provider}",'
             f'region="{region}",zone="",host="{host}",account="acct",project="{tenant}-prod",flavor="m1",'
-            f'instance_type=""}} 1',
+            f'instance_type="",novacron_group="{tenant}-{provider}"}} 1',
             f"novacron_vm_state{{{ident}}} 1",
             f"novacron_vm_vcpus{{{ident}}} 2",
             f"novacron_vm_memory_bytes{{{ident}}} {memory}",
@@ -515,6 +515,15 @@ def test_fleet_and_host_aggregates(env: Env) -> None:
         "/api/v1/aggregates/fleet", metric="memory_bytes", agg="p95", group_by="provider"
     ).get_json()
     assert {r["metric"]["provider"] for r in p95["data"]["result"]} == {"aws", "kvm"}
+    groups = env.get(
+        "/api/v1/aggregates/fleet",
+        metric="memory_bytes",
+        agg="sum",
+        group_by="novacron_group",
+        account="acct",
+    ).get_json()["data"]["result"]
+    by_group = {r["metric"]["novacron_group"]: float(r["value"][1]) for r in groups}
+    assert by_group == {"acme-aws": pytest.approx(1.0e9), "acme-kvm": pytest.approx(2.0e9)}  # scaling groups
     hosts = env.get("/api/v1/aggregates/hosts", metric="memory_bytes", agg="sum").get_json()["data"]["result"]
     by_host = {r["metric"]["host"]: float(r["value"][1]) for r in hosts}
     assert by_host["kvm07"] == pytest.approx(2.0e9)  # acme's vm-a2 only, not globex's vm-g2 on the same host
