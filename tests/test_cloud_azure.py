@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from exporters.cloud.config import parse_config
+from exporters.cloud.model import Target
 from exporters.cloud.providers.azure import AzureProvider
 from exporters.cloud.refresh import TargetRefresher
 from exporters.cloud.resilience import Backoff, CircuitBreaker
@@ -18,6 +19,8 @@ from tests.fakes.azure_metrics import AzureFake, StaticTokenCredential
 from tests.test_cloud_aws import scrape, values
 
 SUB = "00000000-0000-0000-0000-00000000aaaa"
+SUB2 = "00000000-0000-0000-0000-00000000bbbb"  # VM sizes tests: VMs seeded per test, apart from SUB's
+GIB = 1024**3
 NOW = math.floor(time.time() / 3600) * 3600 - 3600 + 30
 
 
@@ -52,10 +55,10 @@ def provider(fake: AzureFake, **extra: Any) -> AzureProvider:
     return p
 
 
-def refresher(p: AzureProvider, now: float = NOW) -> TargetRefresher:
+def refresher(p: AzureProvider, now: float = NOW, target: Target | None = None) -> TargetRefresher:
     return TargetRefresher(
         p,
-        p.targets()[0],
+        target or p.targets()[0],
         prices={},
         backoff=Backoff(0.01, 0.05, 4),
         breaker=CircuitBreaker(2, 3600),
@@ -85,6 +88,11 @@ def test_discovery_paged_filtered_by_region_and_tags(fake: AzureFake) -> None:
     )
     assert values(fams, "novacron_vm_state", vm_id=info["web-stopped"]["vm_id"]) == [5.0]
     assert r.stats.calls["ListVirtualMachines"] == 32  # 63 VMs in the subscription, 2 per page
+    # Standard_D2s_v3 from the location's size list: 2 vCPUs, 8 GiB (also for the deallocated VM).
+    assert values(fams, "novacron_vm_vcpus", vm_id=web["vm_id"]) == [2.0]
+    assert values(fams, "novacron_vm_memory_bytes", vm_id=info["web-stopped"]["vm_id"]) == [8.0 * GIB]
+    assert r.stats.calls["ListVirtualMachineSizes"] == 1
+    assert "novacron_cloud_vms_size_unknown" not in fams
 
 
 def test_batch_metrics_normalised(fake: AzureFake) -> None:
@@ -165,3 +173,89 @@ def test_resource_group_listing(fake: AzureFake) -> None:
     names = [s.labels["vm_name"] for s in scrape(r, now=NOW)["novacron_vm_info"]]
     assert names == ["dev-0"]
     assert r.stats.calls["ListVirtualMachines"] == 1
+
+
+def sizes_provider(fake: AzureFake, regions: list[str], **extra: Any) -> AzureProvider:
+    return provider(fake, subscriptions=[SUB2], regions=regions, tags={}, **extra)
+
+
+def test_sizes_listed_once_per_region_across_refreshes(fake: AzureFake) -> None:
+    east = fake.add_vm(SUB2, "rg-s", "size-east", location="eastus", size="Standard_E4s_v5", zone=None)
+    north = fake.add_vm(SUB2, "rg-s", "size-north", location="northeurope", size="Standard_B1s")
+    p = sizes_provider(fake, ["eastus", "northeurope"])
+    refreshers = [refresher(p, target=t) for t in p.targets()]
+    before = len(fake.size_calls())
+    for _ in range(3):
+        assert all(r.refresh() for r in refreshers)
+    calls = fake.size_calls()[before:]
+    assert sorted(calls) == [
+        f"/subscriptions/{SUB2}/providers/Microsoft.Compute/locations/{loc}/vmSizes"
+        for loc in ("eastus", "northeurope")
+    ]
+    fams = scrape(*refreshers, now=NOW)
+    assert values(fams, "novacron_vm_vcpus", vm_id=east.lower()) == [4.0]
+    assert values(fams, "novacron_vm_memory_bytes", vm_id=east.lower()) == [32.0 * GIB]
+    assert values(fams, "novacron_vm_vcpus", vm_id=north.lower()) == [1.0]
+    assert values(fams, "novacron_vm_memory_bytes", vm_id=north.lower()) == [1.0 * GIB]
+    assert values(fams, "novacron_cloud_api_calls_total", operation="ListVirtualMachineSizes") == [1.0, 1.0]
+    # After the first refresh a refresh is back at the floor: one VM list page and one metrics batch.
+    assert [r.last_calls for r in refreshers] == [2, 2]
+
+
+def test_size_cache_expires_after_its_ttl(fake: AzureFake) -> None:
+    fake.add_vm(SUB2, "rg-t", "ttl-0", location="westus", size="Standard_F2s_v2")
+    p = sizes_provider(fake, ["westus"], size_cache_ttl="1h")
+    # The provider holds the cache, so fresh refreshers at later clocks share it.
+    assert refresher(p).refresh() and refresher(p, now=NOW + 3599).refresh()
+    assert sum(c.endswith("/westus/vmSizes") for c in fake.size_calls()) == 1
+    r = refresher(p, now=NOW + 3601)
+    assert r.refresh() and r.stats.calls["ListVirtualMachineSizes"] == 1
+    assert sum(c.endswith("/westus/vmSizes") for c in fake.size_calls()) == 2
+
+
+def test_unknown_size_counted_not_guessed(fake: AzureFake) -> None:
+    odd = fake.add_vm(SUB2, "rg-u", "odd-0", location="centralus", size="Standard_Unlisted_v9")
+    fake.add_vm(SUB2, "rg-u", "odd-1", location="centralus", size="Standard_Unlisted_v9")
+    known = fake.add_vm(SUB2, "rg-u", "ok-0", location="centralus", size="standard_d2s_v5")
+    r = refresher(sizes_provider(fake, ["centralus"]))
+    assert r.refresh()
+    fams = scrape(r, now=NOW)
+    assert values(fams, "novacron_vm_vcpus", vm_id=odd.lower()) == []
+    assert values(fams, "novacron_vm_memory_bytes", vm_id=odd.lower()) == []
+    assert values(fams, "novacron_vm_vcpus", vm_id=known.lower()) == [2.0]  # size names match in any case
+    unknown = values(fams, "novacron_cloud_vms_size_unknown", instance_type="Standard_Unlisted_v9")
+    assert unknown == [2.0] and len(fams["novacron_cloud_vms_size_unknown"]) == 1
+
+
+def test_failed_size_listing_keeps_metrics_and_retries_later(fake: AzureFake) -> None:
+    rid = fake.add_vm(SUB2, "rg-f", "fail-0", location="southindia", size="Standard_D4s_v5")
+    fake.put(rid, "Percentage CPU", NOW - 270, 50.0)
+    p = sizes_provider(fake, ["southindia"])
+    fake.fail_sizes = 1
+    r = refresher(p)
+    assert r.refresh()  # sizes are metadata: the refresh and its metrics go on
+    fams = scrape(r, now=NOW)
+    assert values(fams, "novacron_vm_cpu_utilisation_ratio", vm_id=rid.lower()) == [0.5]
+    assert values(fams, "novacron_vm_vcpus", vm_id=rid.lower()) == []
+    assert r.stats.errors["ListVirtualMachineSizes"] == 1
+    assert values(fams, "novacron_cloud_vms_size_unknown", instance_type="Standard_D4s_v5") == [1.0]
+    assert refresher(p, now=NOW + 60).refresh()  # not asked again at once
+    later = refresher(p, now=NOW + 901)
+    assert later.refresh() and later.stats.calls["ListVirtualMachineSizes"] == 1
+    assert values(scrape(later, now=NOW + 901), "novacron_vm_vcpus", vm_id=rid.lower()) == [4.0]
+    assert sum(c.endswith("/southindia/vmSizes") for c in fake.size_calls()) == 2
+
+
+def test_size_cache_ttl_config_error_names_the_key() -> None:
+    from exporters.common.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {
+                "providers": [
+                    {"type": "azure", "subscriptions": ["s"], "regions": ["x"], "size_cache_ttl": "5s"}
+                ]
+            },
+            {"azure": AzureProvider},
+        )
+    assert err.value.key == "providers[0].size_cache_ttl"

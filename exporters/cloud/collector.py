@@ -14,11 +14,14 @@ Sample output (abridged):
     novacron_cloud_api_calls_total{account="123456789012",operation="GetMetricData",provider="aws",
         region="eu-west-1"} 24.0
     novacron_cloud_refresh_cost_dollars{account="123456789012",provider="aws",region="eu-west-1"} 0.12
+    novacron_cloud_vms_size_unknown{account="my-project",instance_type="m1-megamem-96",provider="gcp",
+        region="europe-west1"} 2.0
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -149,6 +152,11 @@ class CloudCollector:
             "Refreshes by result (success, failure, skipped).",
             labels=[*TARGET_LABELS, "result"],
         )
+        unknown = GaugeMetricFamily(
+            "novacron_cloud_vms_size_unknown",
+            "VMs of the last refresh whose instance type's vCPUs and memory could not be resolved.",
+            labels=[*TARGET_LABELS, "instance_type"],
+        )
         ages = GaugeMetricFamily(
             "novacron_cloud_data_age_seconds",
             "Age of the oldest value exposed for a metric: now minus its period end.",
@@ -166,6 +174,10 @@ class CloudCollector:
                 g.add("last_refresh_success_timestamp_seconds", t, r.last_success)
             if snap is not None:
                 g.add("vms", t, len(snap.vms))
+                for itype, n in sorted(
+                    Counter(vm.instance_type for vm in snap.vms if vm.vcpus is None).items()
+                ):
+                    unknown.add_metric([*t, itype], n)
                 oldest: dict[str, float] = {}
                 for s in snap.samples:
                     oldest[s.metric] = min(oldest.get(s.metric, s.timestamp), s.timestamp)
@@ -179,7 +191,7 @@ class CloudCollector:
             for result in ("success", "failure", "skipped"):
                 refreshes.add_metric([*t, result], r.refreshes.get(result, 0))
         yield from g.families()
-        yield from (calls, throttled, errors, cost, refreshes, ages)
+        yield from (calls, throttled, errors, cost, refreshes, ages, unknown)
 
 
 _GAUGE_HELP = {

@@ -1,8 +1,10 @@
-"""A local HTTP fake of Azure Resource Manager's VM listing and Azure Monitor's `metrics:getBatch`.
+"""A local HTTP fake of Azure Resource Manager (VM list, VM sizes) and Azure Monitor's `metrics:getBatch`.
 
 It speaks the real REST shapes (api-version, bearer token, `nextLink` paging, `{"resourceids": [...]}` bodies,
-the batch response with `values[].value[].timeseries[].data[]`), so the real `azure-monitor-querymetrics`
-MetricsClient and azure-core pipeline talk to it unchanged.
+the batch response with `values[].value[].timeseries[].data[]`, the "Virtual Machine Sizes - List" answer
+`{"value": [{"name", "numberOfCores", "osDiskSizeInMB", "resourceDiskSizeInMB", "memoryInMB",
+"maxDataDiskCount"}]}` per location), so the real `azure-monitor-querymetrics` MetricsClient and azure-core
+pipeline talk to it unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +24,29 @@ from stack.processes import free_port
 
 TOKEN = "fake-azure-token"
 NAMESPACE = "Microsoft.Compute/virtualMachines"
+# (name, cores, memory MiB, resource disk MiB, max data disks) as Azure lists them for a location.
+SIZES = [
+    ("Standard_B1s", 1, 1024, 4096, 2),
+    ("Standard_B2ms", 2, 8192, 16384, 4),
+    ("Standard_D2s_v3", 2, 8192, 16384, 4),
+    ("Standard_D4s_v3", 4, 16384, 32768, 8),
+    ("Standard_D2s_v5", 2, 8192, 0, 4),
+    ("Standard_D4s_v5", 4, 16384, 0, 8),
+    ("Standard_E4s_v5", 4, 32768, 0, 8),
+    ("Standard_F2s_v2", 2, 4096, 16384, 4),
+]
+
+
+def size_entry(name: str, cores: int, memory_mb: int, disk_mb: int = 0, disks: int = 4) -> dict[str, Any]:
+    """One VirtualMachineSize as the REST API returns it."""
+    return {
+        "name": name,
+        "numberOfCores": cores,
+        "osDiskSizeInMB": 1047552,
+        "resourceDiskSizeInMB": disk_mb,
+        "memoryInMB": memory_mb,
+        "maxDataDiskCount": disks,
+    }
 
 
 class StaticTokenCredential:
@@ -43,6 +68,9 @@ class AzureFake:
     throttle_next: int = 0
     calls: list[tuple[str, str]] = field(default_factory=list)
     batch_sizes: list[int] = field(default_factory=list)
+    # The sizes every location lists; `fail_sizes` answers that many size listings with a 500.
+    sizes: list[dict[str, Any]] = field(default_factory=lambda: [size_entry(*s) for s in SIZES])
+    fail_sizes: int = 0
 
     def __post_init__(self) -> None:
         self.port = free_port()
@@ -120,6 +148,8 @@ class AzureFake:
         parts = request.path.strip("/").split("/")
         if request.method == "POST" and request.path.endswith("/metrics:getBatch"):
             return self._batch(request, parts[1])
+        if request.method == "GET" and request.path.endswith("/vmSizes") and len(parts) == 7:
+            return self._sizes(parts[5])
         if request.method == "GET" and request.path.endswith(f"/providers/{NAMESPACE}"):
             rg = parts[3] if len(parts) > 3 and parts[2].lower() == "resourcegroups" else None
             return self._list(request, parts[1], rg)
@@ -141,6 +171,19 @@ class AzureFake:
             query = "&".join(f"{k}={v}" for k, v in args.items())
             body["nextLink"] = f"{request.host_url.rstrip('/')}{request.path}?{query}"
         return Response(json.dumps(body), content_type="application/json")
+
+    def size_calls(self) -> list[str]:
+        """Paths of the size listings received so far."""
+        return [path for method, path in self.calls if path.endswith("/vmSizes")]
+
+    def _sizes(self, location: str) -> Response:
+        if self.fail_sizes > 0:
+            self.fail_sizes -= 1
+            return _error(500, "InternalServerError", "size listing failed")
+        if not location or location != location.lower() or " " in location:
+            return _error(400, "InvalidParameter", f"location {location!r} is not a region name")
+        # One page: the real API returns a location's whole list without nextLink.
+        return Response(json.dumps({"value": self.sizes}), content_type="application/json")
 
     def _batch(self, request: Request, sub: str) -> Response:
         try:

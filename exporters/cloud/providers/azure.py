@@ -1,7 +1,12 @@
-"""Azure: VMs from Resource Manager (subscriptions, groups, tags); metrics via the MetricsClient batch."""
+"""Azure: VMs from Resource Manager (subscriptions, groups, tags); metrics via the MetricsClient batch.
+
+Sizes (vCPUs, memory) come from ARM's "Virtual Machine Sizes - List" of the target's location, asked once
+per subscription and region and cached for `size_cache_ttl` (sizes do not change): no call per refresh.
+"""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -10,7 +15,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
-from exporters.cloud.config import parse_str_list
+from exporters.cloud.config import parse_duration, parse_str_list
 from exporters.cloud.model import (
     STATE_NOSTATE,
     STATE_RUNNING,
@@ -38,12 +43,16 @@ from exporters.cloud.providers import (
 )
 from exporters.common.config import ConfigError, check_keys
 
+log = logging.getLogger(__name__)
+
 MAX_RESOURCES_PER_CALL = 50  # metrics:getBatch limit
 MAX_METRICS_PER_CALL = 20
 NAMESPACE = "Microsoft.Compute/virtualMachines"
 DEFAULT_POLICY = LatePolicy(period=60, delay=180, window=600)  # platform metrics land 1-3 minutes late
 MANAGEMENT_URL = "https://management.azure.com"
 COMPUTE_API_VERSION = "2024-07-01"
+SIZE_CACHE_TTL = 6 * 3600.0  # a location's size list only grows when Azure launches a new series
+SIZE_RETRY_AFTER = 900.0  # after a failed size listing: metrics go on, sizes are asked again later
 # Azure Monitor bills metric queries per API call ($0.01 per 1,000 beyond the free grant); ARM reads are free.
 DEFAULT_PRICES = {"MetricsBatch": 0.00001}
 _AGG_FIELD = {
@@ -108,7 +117,15 @@ _POWER = {
     "stopping": STATE_SHUTTING_DOWN,
     "deallocating": STATE_SHUTTING_DOWN,
 }
-_KEYS = COMMON_KEYS | {"subscriptions", "resource_groups", "regions", "tags", "management_endpoint_url"}
+_KEYS = COMMON_KEYS | {
+    "subscriptions",
+    "resource_groups",
+    "regions",
+    "tags",
+    "management_endpoint_url",
+    "size_cache_ttl",
+}
+_Sizes = dict[str, tuple[float, float]]  # lower-case size name -> (vCPUs, memory bytes)
 
 
 class AzureProvider(Provider):
@@ -125,6 +142,7 @@ class AzureProvider(Provider):
         tags: Mapping[str, tuple[str, ...]] | None = None,
         management_url: str = MANAGEMENT_URL,
         credential: Any = None,
+        size_cache_ttl: float = SIZE_CACHE_TTL,
     ) -> None:
         self.subscriptions, self.regions = tuple(subscriptions), tuple(regions)
         self.settings, self.specs = settings, settings.specs
@@ -134,6 +152,8 @@ class AzureProvider(Provider):
         self._arm: Any = None
         self._metrics: dict[str, Any] = {}
         self._lock = threading.RLock()  # target threads share the lazily built SDK clients
+        self.size_cache_ttl = size_cache_ttl
+        self._sizes: dict[tuple[str, str], tuple[float, _Sizes]] = {}  # (sub, location) -> (expires, sizes)
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any], key: str, defaults: Mapping[str, Any]) -> AzureProvider:
@@ -151,6 +171,9 @@ class AzureProvider(Provider):
             resource_groups=parse_str_list(raw.get("resource_groups"), f"{key}.resource_groups"),
             tags=parse_tags(raw.get("tags"), f"{key}.tags"),
             management_url=mgmt,
+            size_cache_ttl=parse_duration(
+                raw.get("size_cache_ttl", SIZE_CACHE_TTL), f"{key}.size_cache_ttl", 60
+            ),
         )
 
     def targets(self) -> Sequence[Target]:
@@ -232,14 +255,39 @@ class AzureProvider(Provider):
         raw: list[dict[str, Any]] = []
         for url in urls:
             raw.extend(self._list_all(url, api))
-        return [
-            self._vm(v, target)
+        chosen = [
+            v
             for v in raw
             if _norm_region(v.get("location", "")) == _norm_region(target.region)
             and tags_match(self.tags, v.get("tags") or {})
         ]
+        sizes = self._sizes_of(target, now, api) if chosen else {}
+        return [self._vm(v, target, sizes) for v in chosen]
 
-    def _list_all(self, url: str, api: ApiCaller) -> list[dict[str, Any]]:
+    def _sizes_of(self, target: Target, now: float, api: ApiCaller) -> _Sizes:
+        """The location's VM sizes, from the cache while fresh; one ARM call per subscription and region."""
+        key = (target.account, _norm_region(target.region))
+        with self._lock:
+            cached = self._sizes.get(key)
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        url = (
+            f"{self.management_url}/subscriptions/{target.account}/providers/Microsoft.Compute/locations/"
+            f"{key[1]}/vmSizes?" + urlencode({"api-version": COMPUTE_API_VERSION})
+        )
+        try:
+            sizes = _parse_sizes(self._list_all(url, api, "ListVirtualMachineSizes"))
+            expires = now + self.size_cache_ttl
+        except Exception as exc:  # sizes are metadata: without them the VMs' metrics still flow
+            log.warning("listing VM sizes of %s/%s failed: %s", *key, type(exc).__name__)
+            sizes, expires = (cached[1] if cached else {}), now + SIZE_RETRY_AFTER
+        with self._lock:
+            self._sizes[key] = (expires, sizes)
+        return sizes
+
+    def _list_all(
+        self, url: str, api: ApiCaller, operation: str = "ListVirtualMachines"
+    ) -> list[dict[str, Any]]:
         """Follow `nextLink` pages of an ARM list."""
         from azure.core.exceptions import HttpResponseError
         from azure.core.rest import HttpRequest
@@ -257,12 +305,12 @@ class AzureProvider(Provider):
                     raise HttpResponseError(response=response)
                 return response.json()
 
-            page = api.call("ListVirtualMachines", send)
+            page = api.call(operation, send)
             items.extend(page.get("value", []))
             next_url = page.get("nextLink")
-        raise TooManyPages("ListVirtualMachines")
+        raise TooManyPages(operation)
 
-    def _vm(self, v: Mapping[str, Any], target: Target) -> VM:
+    def _vm(self, v: Mapping[str, Any], target: Target, sizes: _Sizes) -> VM:
         props = v.get("properties") or {}
         tags = v.get("tags") or {}
         statuses = (props.get("instanceView") or {}).get("statuses", [])
@@ -270,14 +318,18 @@ class AzureProvider(Provider):
             (s["code"].split("/", 1)[1] for s in statuses if s.get("code", "").startswith("PowerState/")), ""
         )
         zones = v.get("zones") or []
+        size = str((props.get("hardwareProfile") or {}).get("vmSize", ""))
+        vcpus, memory = sizes.get(size.lower(), (None, None))
         return VM(
             vm_id=str(v["id"]).lower(),
             vm_name=str(v.get("name", "")),
             account=target.account,
             region=target.region,
             zone=f"{_norm_region(v.get('location', ''))}-{zones[0]}" if zones else "",
-            instance_type=str((props.get("hardwareProfile") or {}).get("vmSize", "")),
+            instance_type=size,
             state=_POWER.get(power, STATE_NOSTATE),
+            vcpus=vcpus,
+            memory_bytes=memory,
             tenant=str(tags.get(self.settings.tenant_tag, "")),
             project=str(tags.get(self.settings.project_tag, "")),
             group=group_of(tags),
@@ -357,6 +409,20 @@ class AzureProvider(Provider):
             client.close()
         if self._arm is not None:
             self._arm.close()
+
+
+def _parse_sizes(items: Sequence[Mapping[str, Any]]) -> _Sizes:
+    """`{"name", "numberOfCores", "memoryInMB", ...}` entries -> sizes; malformed entries are skipped."""
+    sizes: _Sizes = {}
+    for item in items:
+        try:
+            cores, memory_mb = float(item["numberOfCores"]), float(item["memoryInMB"])
+            name = str(item["name"]).lower()
+        except (KeyError, TypeError, ValueError):
+            continue
+        if cores > 0 and memory_mb > 0:
+            sizes[name] = (cores, memory_mb * 1024 * 1024)
+    return sizes
 
 
 def _norm_region(name: str) -> str:

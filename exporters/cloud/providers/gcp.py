@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from exporters.cloud.config import parse_positive_int, parse_str_list
+from exporters.cloud.config import parse_mapping, parse_positive_int, parse_str_list
 from exporters.cloud.model import (
     STATE_RUNNING,
     VM,
@@ -35,6 +35,7 @@ from exporters.cloud.providers import (
     parse_common,
     parse_tags,
 )
+from exporters.cloud.providers.gcp_machine_types import MachineSize, resolve
 from exporters.common.config import ConfigError, check_keys
 
 DEFAULT_POLICY = LatePolicy(period=60, delay=240, window=600)  # GCE metrics are visible up to 240 s late
@@ -84,7 +85,7 @@ CATALOGUE: dict[str, MetricSpec] = {
 }
 DEFAULT_METRICS = tuple(n for n in CATALOGUE if not n.startswith("memory/") and "packets" not in n)
 DISCOVERY_METRIC = "cpu/utilization"
-_KEYS = COMMON_KEYS | {"projects", "regions", "tags", "filter", "page_size"}
+_KEYS = COMMON_KEYS | {"projects", "regions", "tags", "filter", "page_size", "machine_types"}
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class GcpProvider(Provider):
         extra_filter: str = "",
         page_size: int = 1000,
         client: Any = None,
+        machine_types: Mapping[str, MachineSize] | None = None,
     ) -> None:
         self.projects, self.regions = tuple(projects), tuple(regions) or (GLOBAL,)
         self.settings, self.specs = settings, settings.specs
@@ -118,6 +120,7 @@ class GcpProvider(Provider):
         else:
             self._discovery_spec = next(s for s in self.specs if s.source.endswith(DISCOVERY_METRIC))
         self.tags, self.extra_filter, self.page_size = dict(tags or {}), extra_filter, page_size
+        self.machine_types = dict(machine_types or {})
         self._client = client
         self._client_lock = threading.Lock()
         self._fetched: dict[Target, dict[str, list[_Series]]] = {}
@@ -141,6 +144,7 @@ class GcpProvider(Provider):
             tags=parse_tags(raw.get("tags"), f"{key}.tags"),
             extra_filter=extra,
             page_size=parse_positive_int(raw.get("page_size", 1000), f"{key}.page_size"),
+            machine_types=parse_machine_types(raw.get("machine_types"), f"{key}.machine_types"),
         )
 
     def targets(self) -> Sequence[Target]:
@@ -236,14 +240,19 @@ class GcpProvider(Provider):
 
     def _vm(self, s: _Series, target: Target) -> VM:
         zone = s.labels.get("zone", "")
+        machine_type = s.labels.get("machine_type", "")
+        # Parsed from the type name (no API call); unknown types stay unknown and are counted, not guessed.
+        size = resolve(machine_type, self.machine_types) if machine_type else None
         return VM(
             vm_id=s.instance_id,
             vm_name=s.labels.get("instance_name", s.instance_id),
             account=target.account,
             region=zone.rsplit("-", 1)[0] if zone.count("-") >= 2 else target.region,
             zone=zone,
-            instance_type=s.labels.get("machine_type", ""),
+            instance_type=machine_type,
             state=STATE_RUNNING,  # it reported CPU in the window
+            vcpus=float(size.vcpus) if size else None,
+            memory_bytes=size.memory_bytes if size else None,
             tenant=s.labels.get(f"user:{self.settings.tenant_tag}", ""),
             project=s.labels.get(f"user:{self.settings.project_tag}", ""),
             group=group_of(s.labels, "user:"),
@@ -253,6 +262,21 @@ class GcpProvider(Provider):
         transport = getattr(self._client, "transport", None)
         if transport is not None:
             transport.close()
+
+
+def parse_machine_types(raw: Any, key: str) -> dict[str, MachineSize]:
+    """`machine_types: {name: {vcpus, memory_mb}}`: sizes for types the name parser does not know."""
+    sizes: dict[str, MachineSize] = {}
+    for name, entry in parse_mapping(raw, key).items():
+        where = f"{key}.{name}"
+        body = parse_mapping(entry, where)
+        check_keys(body, {"vcpus", "memory_mb"}, where)
+        vcpus = body.get("vcpus")
+        if isinstance(vcpus, bool) or not isinstance(vcpus, int | float) or vcpus <= 0:
+            raise ConfigError(f"{where}.vcpus", "must be a positive number")
+        memory_mb = parse_positive_int(body.get("memory_mb"), f"{where}.memory_mb")
+        sizes[str(name).lower()] = MachineSize(float(vcpus), memory_mb)
+    return sizes
 
 
 def _newest(ts: Any) -> _Series | None:
