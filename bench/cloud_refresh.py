@@ -4,7 +4,12 @@ per-instance, per-metric GetMetricStatistics exporter (cloudwatch_exporter's def
 Prints API calls per refresh (floor: ceil(12,000 / 500) = 24), refresh wall time, and the exporter's
 memory (RSS of the real `novacron-cloud-exporter` process after the refresh).
 
+Then, in process against the Azure and GCP fakes (tests/fakes/), the calls of a first and a second refresh
+of the same number of Azure and GCP VMs: the VM size look-up (Azure's VM sizes list, GCP's parsed machine
+type names) must leave the second refresh at the floor. `--sizes-only` runs just that part (seconds).
+
     .venv/bin/python bench/cloud_refresh.py [--instances 2000] [--with-data 100] [--gms-threads 8]
+    .venv/bin/python bench/cloud_refresh.py --sizes-only [--instances 2000]
 """
 
 from __future__ import annotations
@@ -196,6 +201,72 @@ def run_gms(url: str, ids: list[str], end: float, threads: int) -> tuple[int, fl
     return n, time.monotonic() - t0
 
 
+def sizes_amortised(n: int) -> None:
+    """Azure and GCP refreshes 1 and 2 of n VMs: the size look-up is paid once, then each is at the floor."""
+    import random
+
+    from exporters.cloud.config import parse_config
+    from exporters.cloud.providers.azure import AzureProvider
+    from exporters.cloud.providers.gcp import GcpProvider
+    from exporters.cloud.refresh import TargetRefresher
+    from exporters.cloud.resilience import Backoff, CircuitBreaker
+    from tests.fakes.azure_metrics import AzureFake, StaticTokenCredential
+    from tests.fakes.gcp_monitoring import GcpMonitoringFake
+
+    sub, project, now = "00000000-0000-0000-0000-0000000be7c4", "bench-project", time.time()
+    sizes = ["Standard_D2s_v5", "Standard_D4s_v5", "Standard_E4s_v5", "Standard_B2ms"]
+    types = ["e2-standard-2", "n2-highmem-4", "c3-highcpu-8", "n2-custom-4-10240"]
+    rows = []
+    with AzureFake(page_size=1000) as azure, GcpMonitoringFake(project) as gcp:
+        for i in range(n):
+            azure.add_vm(sub, "rg-bench", f"az-{i}", size=sizes[i % len(sizes)])
+            gcp.put(
+                str(10**6 + i),
+                "compute.googleapis.com/instance/cpu/utilization",
+                int(now) - 300,
+                0.5,
+                machine_type=types[i % len(types)],
+            )
+        sections = [
+            {
+                "type": "azure",
+                "subscriptions": [sub],
+                "regions": ["westeurope"],
+                "endpoint_url": azure.url,
+                "management_endpoint_url": azure.url,
+            },
+            {"type": "gcp", "projects": [project], "regions": ["europe-west1"], "endpoint_url": gcp.endpoint},
+        ]
+        classes = {"azure": AzureProvider, "gcp": GcpProvider}
+        for section in sections:
+            provider = parse_config({"providers": [section]}, classes).providers[0]
+            if isinstance(provider, AzureProvider):
+                provider._credential = StaticTokenCredential()
+            r = TargetRefresher(
+                provider,
+                provider.targets()[0],
+                prices={},
+                backoff=Backoff(0.1, 1, 4),
+                breaker=CircuitBreaker(3, 60),
+                stale_after=3600,
+                rng=random.Random(0),
+            )
+            calls = []
+            for _ in range(2):
+                assert r.refresh(), f"{provider.name} refresh failed"
+                calls.append(r.last_calls)
+            assert r.snapshot is not None
+            sized = sum(vm.vcpus is not None for vm in r.snapshot.vms)
+            size_calls = r.stats.calls.get("ListVirtualMachineSizes", 0)
+            rows.append((provider.name, len(r.snapshot.vms), sized, calls, size_calls))
+            provider.close()
+    print(f"\nVM sizes, {n} VMs per provider, 2 refreshes (in process, against tests/fakes):")
+    print("| provider | VMs | VMs with vCPUs/memory | calls refresh 1 | calls refresh 2 | size calls |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, vms, sized, (first, second), size_calls in rows:
+        print(f"| {name} | {vms} | {sized} | {first} | {second} | {size_calls} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -205,7 +276,11 @@ def main() -> None:
         "--with-data", type=int, default=100, help="instances that get datapoints (moto is O(n^2))"
     )
     parser.add_argument("--gms-threads", type=int, default=8)
+    parser.add_argument("--sizes-only", action="store_true", help="only the Azure/GCP VM size part")
     args = parser.parse_args()
+    if args.sizes_only:
+        sizes_amortised(args.instances)
+        return
     os.environ.update(CREDS)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -253,6 +328,7 @@ def main() -> None:
         f"VMs discovered {ours['vms']:.0f}; cpu samples exposed {ours['samples']:.0f}; "
         f"scrape of the cache {ours['scrape'] * 1000:.0f} ms"
     )
+    sizes_amortised(args.instances)
 
 
 def moto_version() -> str:

@@ -2,7 +2,8 @@
 
 Instances are discovered from the labels of the same time series (resource.labels.instance_id, zone,
 metric.labels.instance_name, metadata.system_labels.machine_type, metadata.user_labels), so discovery costs
-no extra API call; an instance with no CPU data in the window is not listed.
+no extra API call; an instance with no CPU data in the window is not listed. vCPUs and memory are parsed
+from the machine type name (gcp_machine_types.py), with the config's `machine_types` first: no call either.
 """
 
 from __future__ import annotations
