@@ -148,22 +148,24 @@ def test_wrong_token_is_an_error_not_throttling(fake: AzureFake) -> None:
     assert r.stats.errors["ListVirtualMachines"] == 1 and not r.stats.throttled
 
 
-def test_config_errors_name_the_key() -> None:
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ({"subscriptions": None}, "providers[0].subscriptions"),
+        ({"client_secret": "s"}, "providers[0].client_secret"),
+        ({"size_cache_ttl": "5s"}, "providers[0].size_cache_ttl"),  # at least a minute
+        ({"size_cache_ttl": "six hours"}, "providers[0].size_cache_ttl"),
+    ],
+)
+def test_config_errors_name_the_key(extra: dict[str, Any], key: str) -> None:
     from exporters.common.config import ConfigError
 
-    with pytest.raises(ConfigError) as err:
-        parse_config({"providers": [{"type": "azure", "regions": ["westeurope"]}]}, {"azure": AzureProvider})
-    assert err.value.key == "providers[0].subscriptions"
+    section = {"type": "azure", "subscriptions": ["s"], "regions": ["westeurope"], **extra}
     with pytest.raises(ConfigError) as err:
         parse_config(
-            {
-                "providers": [
-                    {"type": "azure", "subscriptions": ["s"], "regions": ["x"], "client_secret": "s"}
-                ]
-            },
-            {"azure": AzureProvider},
+            {"providers": [{k: v for k, v in section.items() if v is not None}]}, {"azure": AzureProvider}
         )
-    assert err.value.key == "providers[0].client_secret"
+    assert err.value.key == key
 
 
 def test_resource_group_listing(fake: AzureFake) -> None:
@@ -244,18 +246,3 @@ def test_failed_size_listing_keeps_metrics_and_retries_later(fake: AzureFake) ->
     assert later.refresh() and later.stats.calls["ListVirtualMachineSizes"] == 1
     assert values(scrape(later, now=NOW + 901), "novacron_vm_vcpus", vm_id=rid.lower()) == [4.0]
     assert sum(c.endswith("/southindia/vmSizes") for c in fake.size_calls()) == 2
-
-
-def test_size_cache_ttl_config_error_names_the_key() -> None:
-    from exporters.common.config import ConfigError
-
-    with pytest.raises(ConfigError) as err:
-        parse_config(
-            {
-                "providers": [
-                    {"type": "azure", "subscriptions": ["s"], "regions": ["x"], "size_cache_ttl": "5s"}
-                ]
-            },
-            {"azure": AzureProvider},
-        )
-    assert err.value.key == "providers[0].size_cache_ttl"
