@@ -93,8 +93,8 @@ def test_azure_tags_and_gcp_user_labels_fill_the_group() -> None:
         "location": "westeurope",
         "tags": {"novacron:group": "api"},
     }
-    assert azure._vm(vm, Target("azure", "s1", "westeurope")).group == "api"
-    assert azure._vm({**vm, "tags": {}}, Target("azure", "s1", "westeurope")).group == ""
+    assert azure._vm(vm, Target("azure", "s1", "westeurope"), {}).group == "api"
+    assert azure._vm({**vm, "tags": {}}, Target("azure", "s1", "westeurope"), {}).group == ""
     gcp: Any = parse_config(
         {"providers": [{"type": "gcp", "projects": ["p1"], "regions": ["europe-west1"]}]},
         {"gcp": GcpProvider},
