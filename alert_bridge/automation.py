@@ -10,6 +10,7 @@
           action: migrate_vm
           disruptive: true               # wait for POST /api/v1/automation/actions/<id>/approve
           dry_run: false                 # per hook, or-ed with the global switch
+          dedupe_seconds: 1800           # same decision again within this time of its last firing: no call
 
 When a new alert episode starts firing (not silenced) and a hook matches, the bridge builds one request
 `{"type": "automation", "action", "hook", "dry_run": false, "decision": {vm_id, source_host, target_host,
@@ -18,15 +19,29 @@ same decision is called exactly once whatever Alertmanager repeats or how many b
 A disruptive hook instead writes `automation:awaiting_approval` to the audit trail; an operator approves or
 rejects it through the API (each recorded as `automation:approved` / `automation:rejected`); approval
 enqueues the call. Every step is an audit record.
+
+A decision is also called once across firing periods: when the deciding sidecar replica changes or restarts,
+its decision series vanish, the alert resolves and the next decider raises it again as a new episode. Each
+hook keeps a row per **decision key** (the hook, the alertname and the decision context minus `reason`:
+group/direction/desired_vms, vm_id/source_host/target_host, host, tenant, ...) in `automation_decisions`; a
+new episode whose key was firing less than `dedupe_seconds` ago (still firing, or resolved less than that
+before) calls nothing and records `automation:duplicate`. The check is one upsert plus a row lock in the same
+transaction as the outbox insert, so two bridge replicas on one PostgreSQL database cannot both call.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Column, Float, Integer, String, Table, Text, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from alert_bridge.db import metadata
 from exporters.common.config import ConfigError, check_keys
 
 # Labels of the decision alerts (rules/decisions.rules.yml) that form the context the automation receives.
@@ -47,6 +62,25 @@ CONTEXT_LABELS = (
 # the context too: a label would make every new value a new alert.
 CONTEXT_ANNOTATIONS = ("desired_vms",)
 AWAITING = "automation:awaiting_approval"
+DUPLICATE = "automation:duplicate"
+# Why a decision was made does not change what it asks for: a move proposed for "steal" after "hot" is the
+# same move, so `reason` is left out of the decision key.
+KEY_EXCLUDE = frozenset({"reason"})
+DEFAULT_DEDUPE_SECONDS = 1800.0  # the sidecar's default cooldown: longer than a decider change (TTL+interval)
+
+# One row per (hook, decision key): which episode last carried the decision and which one was acted on.
+# Created by migration 0004; lives here because only the automation uses it.
+automation_decisions = Table(
+    "automation_decisions",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("hook", String(128), nullable=False),
+    Column("decision", Text, nullable=False),
+    Column("alert_id", Integer, nullable=False),  # newest episode that carried the decision
+    Column("acted_alert_id", Integer, nullable=False),  # the episode whose request counts
+    Column("acted_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +92,7 @@ class Hook:
     match_re: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
     disruptive: bool = False
     dry_run: bool = False
+    dedupe_seconds: float = DEFAULT_DEDUPE_SECONDS
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         if any(labels.get(k) != v for k, v in self.match.items()):
@@ -73,16 +108,17 @@ class AutomationConfig:
 
 def parse_automation(section: Mapping[str, Any], channels: Mapping[str, Any]) -> AutomationConfig:
     """Validate `automation:`; a hook's channel must be a configured webhook channel."""
-    check_keys(section, {"dry_run", "hooks"}, "automation")
+    check_keys(section, {"dry_run", "hooks", "dedupe_seconds"}, "automation")
     dry = section.get("dry_run", False)
     if not isinstance(dry, bool):
         raise ConfigError("automation.dry_run", "must be true or false")
+    window = _seconds(section.get("dedupe_seconds", DEFAULT_DEDUPE_SECONDS), "automation.dedupe_seconds")
     raw = section.get("hooks") or []
     if not isinstance(raw, list):
         raise ConfigError("automation.hooks", "must be a list")
     hooks, names = [], set()
     for i, h in enumerate(raw):
-        hook = _hook(h, f"automation.hooks[{i}]", channels)
+        hook = _hook(h, f"automation.hooks[{i}]", channels, window)
         if hook.name in names:
             raise ConfigError(f"automation.hooks[{i}].name", f"duplicate hook name {hook.name!r}")
         names.add(hook.name)
@@ -90,10 +126,20 @@ def parse_automation(section: Mapping[str, Any], channels: Mapping[str, Any]) ->
     return AutomationConfig(dry, tuple(hooks))
 
 
-def _hook(raw: Any, where: str, channels: Mapping[str, Any]) -> Hook:
+def _seconds(raw: Any, key: str) -> float:
+    """A window in seconds: a number >= 0 (0 turns the cross-episode check off)."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not raw >= 0 or raw == float("inf"):
+        raise ConfigError(key, f"must be a number of seconds >= 0, got {raw!r}")
+    return float(raw)
+
+
+_HOOK_KEYS = {"name", "channel", "action", "match", "match_re", "disruptive", "dry_run", "dedupe_seconds"}
+
+
+def _hook(raw: Any, where: str, channels: Mapping[str, Any], window: float) -> Hook:
     if not isinstance(raw, Mapping):
         raise ConfigError(where, "must be a mapping")
-    check_keys(raw, {"name", "channel", "action", "match", "match_re", "disruptive", "dry_run"}, where)
+    check_keys(raw, _HOOK_KEYS, where)
     for key in ("name", "channel", "action"):
         if not isinstance(raw.get(key), str) or not raw[key].strip():
             raise ConfigError(f"{where}.{key}", "must be a non-empty string")
@@ -125,6 +171,7 @@ def _hook(raw: Any, where: str, channels: Mapping[str, Any]) -> Hook:
         patterns,
         flags["disruptive"],
         flags["dry_run"],
+        _seconds(raw.get("dedupe_seconds", window), f"{where}.dedupe_seconds"),
     )
 
 
@@ -143,6 +190,72 @@ def request_body(hook: Hook, alert: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def decision_key(
+    hook: Hook, alert: Mapping[str, Any], decision: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """(key, identity): what makes two firings the same decision for this hook.
+
+    The identity is the alertname and the decision context without `reason`; an alert that carries no
+    decision context is identified by all its labels (as its fingerprint is)."""
+    labels = alert.get("labels", {})
+    context = {k: str(v) for k, v in decision.items() if k not in KEY_EXCLUDE}
+    identity = {"alertname": labels.get("alertname", ""), **context} if context else dict(labels)
+    raw = json.dumps([hook.name, identity], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(raw.encode()).hexdigest(), identity
+
+
+def _upsert(conn: Any) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    # RETURNING, not rowcount: psycopg reports -1 for a parameterised INSERT ... ON CONFLICT DO NOTHING.
+    stmt = dialect.insert(automation_decisions).on_conflict_do_nothing(index_elements=["key"])
+    return stmt.returning(automation_decisions.c.key)
+
+
+def _last_active(conn: Any, rec: Mapping[str, Any], now: float) -> float:
+    """When the decision was last seen firing: now while its newest episode is open, else when it closed
+    (the bridge's clock, as the window is; Alertmanager's endsAt comes from another clock)."""
+    from alert_bridge.db import alerts
+
+    prev = (
+        conn.execute(select(alerts.c.open_key, alerts.c.updated_at).where(alerts.c.id == rec["alert_id"]))
+        .mappings()
+        .first()
+    )
+    if prev is None:  # pruned history: the time it was last raised is all we know
+        return float(rec["seen_at"])
+    return now if prev["open_key"] is not None else max(float(prev["updated_at"]), float(rec["seen_at"]))
+
+
+def claim(
+    conn: Any, hook: Hook, key: str, identity: Mapping[str, Any], alert_id: int, now: float
+) -> dict[str, Any] | None:
+    """None: this episode acts on the decision. Else the decision's record: a duplicate within the window.
+
+    Race-free across replicas: the INSERT ... ON CONFLICT DO NOTHING takes the key (a concurrent insert waits
+    on the unique index), and SELECT ... FOR UPDATE holds the row until commit on PostgreSQL; on SQLite the
+    insert statement already holds the database's write lock until commit."""
+    t = automation_decisions
+    values = {
+        "key": key,
+        "hook": hook.name[:128],
+        "decision": json.dumps(identity, sort_keys=True),
+        "alert_id": alert_id,
+        "acted_alert_id": alert_id,
+        "acted_at": now,
+        "seen_at": now,
+    }
+    if conn.execute(_upsert(conn), values).first() is not None:
+        return None
+    rec = dict(conn.execute(select(t).where(t.c.key == key).with_for_update()).mappings().one())
+    if rec["alert_id"] == alert_id:  # this very episode again (a retried transaction): it acted
+        return None
+    duplicate = now - _last_active(conn, rec, now) < hook.dedupe_seconds
+    seen = {"alert_id": alert_id, "seen_at": now}
+    acted = {} if duplicate else {"acted_alert_id": alert_id, "acted_at": now}
+    conn.execute(update(t).where(t.c.key == key).values(**seen, **acted))
+    return rec if duplicate else None
+
+
 def on_new_episode(bridge: Any, conn: Any, row: Mapping[str, Any], now: float) -> int:
     """Called by intake for a new firing episode: outbox rows enqueued (dry-run and held ones: none)."""
     cfg: AutomationConfig | None = getattr(bridge.config, "automation", None)
@@ -158,7 +271,14 @@ def on_new_episode(bridge: Any, conn: Any, row: Mapping[str, Any], now: float) -
             continue
         body = request_body(hook, alert)
         detail = {"hook": hook.name, "action": hook.action, "channel": hook.channel, "request": body}
-        if cfg.dry_run or hook.dry_run:
+        key, identity = decision_key(hook, alert, body["decision"])
+        prior = claim(conn, hook, key, identity, row["id"], now) if hook.dedupe_seconds > 0 else None
+        if prior is not None:
+            dup: dict[str, Any] = {k: detail[k] for k in ("hook", "action", "channel")}
+            dup.update(decision=body["decision"], decision_key=key, duplicate_of=prior["acted_alert_id"])
+            dup.update(dedupe_seconds=hook.dedupe_seconds)
+            bridge._audit(conn, "automation", DUPLICATE, row, dup, now)
+        elif cfg.dry_run or hook.dry_run:
             bridge._audit(conn, "automation", "automation:dry_run", row, detail, now)
         elif hook.disruptive:
             bridge._audit(conn, "automation", AWAITING, row, detail, now)

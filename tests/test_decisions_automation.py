@@ -104,15 +104,10 @@ def test_one_signed_call_per_decision(receiver: tuple[Receiver, str], tmp_path: 
         assert sent["decision"] == {"group": "web", "direction": "out"} and sent["dry_run"] is False
         assert sent["alert"]["alertname"] == "NovaCronGroupScaleOutRecommended"
         assert [a["action"] for a in _audit(b)] == ["automation:requested"]
-        # A new decision (a new firing period after resolution) is a new call.
-        resolved = {**_scale_alert(), "status": "resolved", "endsAt": "2026-01-01T00:10:00Z"}
-        b.hook.post("/webhook/alertmanager", payload([resolved]))
-        b.hook.post("/webhook/alertmanager", payload([_scale_alert("2026-01-01T01:00:00Z")]))
-        wait(lambda: len(rec.requests) == 2)
         # An alert no hook matches calls nothing.
         b.hook.post("/webhook/alertmanager", payload([alert("NovaCronHostHighCPU", host="kvm-a")]))
         b.worker.run_once()
-        assert len(rec.requests) == 2
+        assert len(rec.requests) == 1
 
 
 def test_failed_calls_are_retried_through_the_outbox(
@@ -293,3 +288,174 @@ def test_through_an_alertmanager_pair_still_one_call_per_decision(
         b.worker.run_once()
         assert sorted(x["action"] for x in rec.bodies()) == ["migrate_vm", "scale_group"]
         assert all(signed(h, body) for h, body in rec.requests)
+
+
+# --- one call per decision across firing periods (a decider change) ---------------------------------------
+
+
+def _scale(desired: str, starts: str, status: str = "firing", ends: str = "0001-01-01T00:00:00Z") -> dict:
+    """The scale-out alert as the shipped rule renders it: desired_vms is an annotation, not a label."""
+    a = alert("NovaCronGroupScaleOutRecommended", status, starts, ends, group="web", direction="out")
+    a["annotations"]["desired_vms"] = desired
+    return a
+
+
+def _cycle(b: Any, desired: str, hour: int) -> None:
+    """One firing period of the scale-out decision: fire at hour:00, resolve at hour:10 (a decider change)."""
+    starts, ends = f"2026-01-01T{hour:02d}:00:00Z", f"2026-01-01T{hour:02d}:10:00Z"
+    assert b.hook.post("/webhook/alertmanager", payload([_scale(desired, starts)])).status_code == 200
+    resolved = _scale(desired, starts, "resolved", ends)
+    assert b.hook.post("/webhook/alertmanager", payload([resolved])).status_code == 200
+
+
+def _calls(b: Any, rec: Receiver) -> list[str | None]:
+    """desired_vms of every call made, after the worker delivered everything due."""
+    b.worker.run_once()
+    return [x["decision"].get("desired_vms") for x in rec.bodies()]
+
+
+def test_same_decision_after_a_decider_change_is_called_once(
+    receiver: tuple[Receiver, str], tmp_path: Any
+) -> None:
+    """Resolve then re-fire the same decision -> one call; another desired_vms -> a new call; after the window
+    (default 30 min since the decision last fired) -> a new call. The bridge's clock is moved, not slept."""
+    rec, url = receiver
+    with inprocess_bridge(_config(url), f"sqlite:///{tmp_path / 'b.db'}") as b:
+        b.bridge.clock = lambda: time.time() - 7200  # two hours ago (the worker delivers on the real clock)
+        _cycle(b, "5", 0)
+        wait(lambda: rec.requests)
+        _cycle(b, "5", 1)  # the next decider raises the same decision: no second call
+        assert _calls(b, rec) == ["5"]
+        first = b.admin.alerts(state="resolved")[-1]["id"]
+        [dup] = _audit(b, "automation:duplicate")
+        assert dup["detail"]["duplicate_of"] == first and dup["detail"]["hook"] == "scale"
+        assert dup["detail"]["decision"] == {"group": "web", "direction": "out", "desired_vms": "5"}
+        assert dup["detail"]["dedupe_seconds"] == 1800
+        _cycle(b, "6", 2)  # a different desired size is a different decision
+        wait(lambda: len(rec.requests) == 2)
+        b.bridge.clock = time.time  # 2 h later: the window (1800 s after it last fired) has passed
+        _cycle(b, "6", 3)
+        wait(lambda: len(rec.requests) == 3)
+        assert _calls(b, rec) == ["5", "6", "6"]
+        trail = [a["action"] for a in _audit(b)]
+        assert trail.count("automation:requested") == 3 and trail.count("automation:duplicate") == 1
+
+
+def test_duplicates_of_held_and_reasoned_decisions(receiver: tuple[Receiver, str], tmp_path: Any) -> None:
+    """A move proposed again for another reason is the same move; a held one does not wait twice; a decision
+    still firing under one fingerprint while another fingerprint raises it is a duplicate too."""
+    rec, url = receiver
+    with inprocess_bridge(_config(url), f"sqlite:///{tmp_path / 'b.db'}") as b:
+        b.hook.post("/webhook/alertmanager", payload([_migration_alert()]))
+        steal = {**_migration_alert(), "labels": {**_migration_alert()["labels"], "reason": "steal"}}
+        b.hook.post("/webhook/alertmanager", payload([steal]))  # while the "hot" one still fires
+        wait(lambda: _audit(b, "automation:duplicate"))
+        assert len(b.admin.get("/api/v1/automation/actions").json()) == 1
+        assert len(b.admin.alerts()) == 2  # two episodes, one decision
+        b.worker.run_once()
+        assert rec.requests == []
+
+
+def test_dedupe_window_zero_calls_every_episode(receiver: tuple[Receiver, str], tmp_path: Any) -> None:
+    rec, url = receiver
+    cfg = _config(url)
+    cfg["automation"]["hooks"][0]["dedupe_seconds"] = 0
+    with inprocess_bridge(cfg, f"sqlite:///{tmp_path / 'b.db'}") as b:
+        _cycle(b, "5", 0)
+        _cycle(b, "5", 1)
+        wait(lambda: len(rec.requests) == 2)
+        assert _calls(b, rec) == ["5", "5"]
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ({"dedupe_seconds": "30m"}, "automation.dedupe_seconds"),
+        ({"dedupe_seconds": -1}, "automation.dedupe_seconds"),
+        (
+            {
+                "hooks": [
+                    {
+                        "name": "x",
+                        "channel": "hook",
+                        "action": "a",
+                        "match": {"a": "b"},
+                        "dedupe_seconds": True,
+                    }
+                ]
+            },
+            "automation.hooks[0].dedupe_seconds",
+        ),
+    ],
+)
+def test_dedupe_config_errors_name_the_key(section: dict[str, Any], key: str) -> None:
+    channels = parse_config(
+        {"channels": {"hook": {"type": "webhook", "url": "http://127.0.0.1:1/x"}}}
+    ).channels
+    with pytest.raises(ConfigError) as err:
+        parse_automation(section, channels)
+    assert err.value.key == key
+
+
+def test_dedupe_window_is_configurable_globally_and_per_hook() -> None:
+    channels = parse_config(
+        {"channels": {"hook": {"type": "webhook", "url": "http://127.0.0.1:1/x"}}}
+    ).channels
+    hooks = [
+        {"name": "a", "channel": "hook", "action": "x", "match": {"n": "a"}},
+        {"name": "b", "channel": "hook", "action": "x", "match": {"n": "b"}, "dedupe_seconds": 60},
+    ]
+    cfg = parse_automation({"dedupe_seconds": 600, "hooks": hooks}, channels)
+    assert [h.dedupe_seconds for h in cfg.hooks] == [600.0, 60.0]
+    assert parse_automation({"hooks": hooks[:1]}, channels).hooks[0].dedupe_seconds == 1800.0
+
+
+def test_decision_key_ignores_reason_and_replica_labels() -> None:
+    from alert_bridge.automation import Hook, decision_key, request_body
+
+    hook = Hook("migrate", "hook", "migrate_vm")
+    labels = {
+        "alertname": "NovaCronMigrationRecommended",
+        "vm_id": "v",
+        "source_host": "a",
+        "target_host": "b",
+    }
+
+    def key(**extra: str) -> str:
+        a = {"labels": {**labels, **extra}, "annotations": {}}
+        return decision_key(hook, a, request_body(hook, a)["decision"])[0]
+
+    assert key(reason="hot") == key(reason="steal") == key(reason="hot", instance="sidecar-1:9180")
+    assert key(target_host="c") != key()
+    assert decision_key(Hook("other", "hook", "x"), {"labels": labels}, {"vm_id": "v"})[0] != key()
+    # no decision context: the alert's labels identify it
+    plain = {"labels": {"alertname": "X", "cluster": "eu"}}
+    assert decision_key(hook, plain, {})[1] == {"alertname": "X", "cluster": "eu"}
+
+
+def test_two_replicas_on_postgres_call_once(receiver: tuple[Receiver, str], postgres: Any) -> None:
+    """Eight episodes of one decision (reason differs, so eight fingerprints) sent at once to two bridge
+    replicas on one PostgreSQL database: one call (the check is in the outbox insert's transaction)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from alert_bridge.testing import pg_database
+
+    rec, url = receiver
+    db = pg_database(postgres.url)
+    with inprocess_bridge(_config(url), db) as b1, inprocess_bridge(_config(url), db) as b2:
+        scale = [_scale("5", "2026-01-01T00:00:00Z") for _ in range(8)]
+        for i, a in enumerate(scale):
+            a["labels"]["reason"] = f"r{i}"
+
+        def post(i: int) -> int:
+            code: int = (b1, b2)[i % 2].hook.post("/webhook/alertmanager", payload([scale[i]])).status_code
+            return code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(post, range(8))) == [200] * 8
+        wait(lambda: rec.requests)
+        b1.worker.run_once()
+        b2.worker.run_once()
+        assert _calls(b1, rec) == ["5"]
+        dups = _audit(b1, "automation:duplicate")
+        assert len(dups) == 7 and len(b1.admin.alerts()) == 8
