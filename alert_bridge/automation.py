@@ -38,10 +38,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Column, Float, Integer, String, Table, Text, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, update
 
-from alert_bridge.db import metadata
+from alert_bridge.db import automation_decisions, insert_if_absent
 from exporters.common.config import ConfigError, check_keys
 
 # Labels of the decision alerts (rules/decisions.rules.yml) that form the context the automation receives.
@@ -67,20 +66,6 @@ DUPLICATE = "automation:duplicate"
 # same move, so `reason` is left out of the decision key.
 KEY_EXCLUDE = frozenset({"reason"})
 DEFAULT_DEDUPE_SECONDS = 1800.0  # the sidecar's default cooldown: longer than a decider change (TTL+interval)
-
-# One row per (hook, decision key): which episode last carried the decision and which one was acted on.
-# Created by migration 0004; lives here because only the automation uses it.
-automation_decisions = Table(
-    "automation_decisions",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("hook", String(128), nullable=False),
-    Column("decision", Text, nullable=False),
-    Column("alert_id", Integer, nullable=False),  # newest episode that carried the decision
-    Column("acted_alert_id", Integer, nullable=False),  # the episode whose request counts
-    Column("acted_at", Float, nullable=False),
-    Column("seen_at", Float, nullable=False),
-)
 
 
 @dataclass(frozen=True)
@@ -204,13 +189,6 @@ def decision_key(
     return hashlib.sha256(raw.encode()).hexdigest(), identity
 
 
-def _upsert(conn: Any) -> Any:
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    # RETURNING, not rowcount: psycopg reports -1 for a parameterised INSERT ... ON CONFLICT DO NOTHING.
-    stmt = dialect.insert(automation_decisions).on_conflict_do_nothing(index_elements=["key"])
-    return stmt.returning(automation_decisions.c.key)
-
-
 def _last_active(conn: Any, rec: Mapping[str, Any], now: float) -> float:
     """When the decision was last seen firing: now while its newest episode is open, else when it closed
     (the bridge's clock, as the window is; Alertmanager's endsAt comes from another clock)."""
@@ -244,7 +222,7 @@ def claim(
         "acted_at": now,
         "seen_at": now,
     }
-    if conn.execute(_upsert(conn), values).first() is not None:
+    if insert_if_absent(conn, t, "key", values):
         return None
     rec = dict(conn.execute(select(t).where(t.c.key == key).with_for_update()).mappings().one())
     if rec["alert_id"] == alert_id:  # this very episode again (a retried transaction): it acted

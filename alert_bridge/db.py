@@ -23,6 +23,7 @@ from sqlalchemy import (
     create_engine,
     event,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 metadata = MetaData()
 
@@ -101,6 +102,20 @@ audit = Table(
     Column("fingerprint", String(64)),
     Column("labels", Text, nullable=False, default="{}"),
     Column("detail", Text, nullable=False, default="{}"),
+)
+
+# One row per (hook, decision key): which episode last carried the decision and which one was acted on.
+# Created by migration 0004; used by alert_bridge/automation.py.
+automation_decisions = Table(
+    "automation_decisions",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("hook", String(128), nullable=False),
+    Column("decision", Text, nullable=False),
+    Column("alert_id", Integer, nullable=False),  # newest episode that carried the decision
+    Column("acted_alert_id", Integer, nullable=False),  # the episode whose request counts
+    Column("acted_at", Float, nullable=False),
+    Column("seen_at", Float, nullable=False),
 )
 
 outbox = Table(
@@ -254,3 +269,15 @@ def upgrade(engine: Engine) -> None:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727001)")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def insert_ignoring_conflict(conn: Connection, table: Table, key_column: str) -> Any:
+    """INSERT ... ON CONFLICT (key) DO NOTHING in the connection's dialect (idempotent across replicas)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=[key_column])
+
+
+def insert_if_absent(conn: Connection, table: Table, key_column: str, values: dict[str, Any]) -> bool:
+    """True when this call inserted the row (RETURNING: psycopg reports rowcount -1 for this statement)."""
+    stmt = insert_ignoring_conflict(conn, table, key_column).returning(table.c[key_column])
+    return conn.execute(stmt, values).first() is not None

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from alert_bridge import automation
@@ -28,6 +27,8 @@ from alert_bridge.db import (
     heartbeats,
     incidents,
     insert_id,
+    insert_if_absent,
+    insert_ignoring_conflict,
     maintenance,
     notes,
     outbox,
@@ -156,7 +157,7 @@ class Bridge:
             if self._buffer.audit:
                 conn.execute(audit.insert(), self._buffer.audit)
             if self._buffer.outbox:
-                conn.execute(self._outbox_insert(conn), self._buffer.outbox)
+                conn.execute(insert_ignoring_conflict(conn, outbox, "dedup_key"), self._buffer.outbox)
         finally:
             self._buffer.audit, self._buffer.outbox = None, None
         return result
@@ -579,12 +580,7 @@ class Bridge:
                 return 0
             pending.append(values)
             return 1
-        return conn.execute(self._outbox_insert(conn), values).rowcount or 0
-
-    @staticmethod
-    def _outbox_insert(conn: Connection) -> Any:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        return dialect.insert(outbox).on_conflict_do_nothing(index_elements=["dedup_key"])
+        return int(insert_if_absent(conn, outbox, "dedup_key", values))
 
     def enqueue_test(self, channel: str, recipient: str, actor: str) -> int:
         """A test message through the normal outbox (so it is retried and logged like any other)."""

@@ -4,7 +4,7 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-26 10:10:00
 
-The table object is alert_bridge.automation.automation_decisions (on alert_bridge.db.metadata).
+The table object is alert_bridge.db.automation_decisions.
 """
 
 import sqlalchemy as sa
