@@ -16,8 +16,6 @@ from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 
-from river import anomaly as river_anomaly
-
 DAY = 86400.0
 WEEK = 7 * DAY
 LOG_LIKELIHOOD_DENOM = math.log(1.0 - 0.9999999999)
@@ -210,6 +208,9 @@ class AnomalyDetector:
         self.weekly = _Seasonal(WEEK, p.season_buckets * 7, p.season_alpha)
         self.cusum_pos = 0.0
         self.cusum_neg = 0.0
+        # Imported here: river pulls in scipy.stats (~0.9 s), which every CLI command would pay at start.
+        from river import anomaly as river_anomaly
+
         self.hst = river_anomaly.HalfSpaceTrees(
             n_trees=p.hst_trees, height=p.hst_height, window_size=p.hst_window, seed=p.seed
         )
