@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ from tests.fakes import aws_seed
 from tests.fakes.azure_metrics import TOKEN as AZURE_TOKEN
 from tests.fakes.azure_metrics import AzureFake
 from tests.fakes.gcp_monitoring import GcpMonitoringFake
+from tests.harness import libvirt_exporter as harness_libvirt_exporter
 from tests.harness import start_alertmanager, start_smtp, test_driver_fleet
 from tests.harness.azure_identity import ManagedIdentityEndpoint
 from tests.harness.backfill import History, Sample, create_blocks, grid, parse_exposition
@@ -225,15 +227,8 @@ def cloud_exporter(
 
 def libvirt_exporter(tmp: Path) -> ManagedProcess:
     uri = test_driver_fleet(tmp, n_domains=20, n_hosts=1, seed=3, shutoff_every=5)
-    port = free_port()
-    argv = [str(BIN / "novacron-libvirt-exporter"), "--libvirt.uri", uri, "--libvirt.hostname", KVM_HOST]
-    return ManagedProcess(
-        "libvirt-exporter",
-        [*argv, "--web.listen-address", f"127.0.0.1:{port}"],
-        tmp / "exporter.log",
-        ready_url=f"http://127.0.0.1:{port}/metrics",
-        url=f"127.0.0.1:{port}",
-    )
+    proc = harness_libvirt_exporter(tmp, uri, f"--libvirt.hostname={KVM_HOST}")
+    return replace(proc, url=proc.url.removeprefix("http://"))  # this module's processes: host:port
 
 
 def page_when(url: str, done: Any, timeout: float = 60.0) -> list[Sample]:

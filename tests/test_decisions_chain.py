@@ -29,6 +29,7 @@ from stack.fleet import fleet_xml
 from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Alertmanager, Prometheus, prometheus_config
+from tests.harness import libvirt_exporter
 from tests.harness.backfill import History, create_blocks
 from tests.test_decisions_automation import SECRET, signed
 
@@ -177,16 +178,8 @@ def chain(tmp_path: Path, httpserver: Any) -> Iterator[dict[str, Any]]:
     webhook_token = tmp_path / "webhook.token"
     webhook_token.write_text(WEBHOOK_TOKEN)
     ports = {name: free_port() for name in ("exporter", "sidecar", "live", "dry")}
-    exporter = ManagedProcess(
-        "libvirt",
-        [
-            console_script("novacron-libvirt-exporter"),
-            f"--libvirt.uri=test://{node}",
-            "--libvirt.hostname=kvm-chain",
-            f"--web.listen-address=127.0.0.1:{ports['exporter']}",
-        ],
-        tmp_path / "libvirt.log",
-        ready_url=f"http://127.0.0.1:{ports['exporter']}/metrics",
+    exporter = libvirt_exporter(
+        tmp_path, f"test://{node}", "--libvirt.hostname=kvm-chain", port=ports["exporter"]
     )
     bridges = {
         name: bridge_process(

@@ -22,7 +22,7 @@ from analytics_sidecar.decisions.scaling import _Track
 from analytics_sidecar.decisions.wiring import attach, holds_decision_lease
 from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, wait_until
-from tests.harness import start_prometheus, test_driver_fleet
+from tests.harness import libvirt_exporter, start_prometheus, test_driver_fleet
 from tests.test_decisions_chain import start_all, stop_all
 
 TOKEN = "sharding-decisions-token"
@@ -160,23 +160,17 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
     (tmp_path / "analytics.yml").write_text(
         yaml.safe_dump({"api": {"token_file": str(tmp_path / "token")}, "analysis": {"lookback": "1h"}})
     )
-    exp_port, ports = free_port(), [free_port(), free_port()]
-    exporter = ManagedProcess(
-        "libvirt",
-        [
-            console_script("novacron-libvirt-exporter"),
-            f"--libvirt.uri={uri}",
-            f"--web.listen-address=127.0.0.1:{exp_port}",
-        ],
-        tmp_path / "libvirt.log",
-        ready_url=f"http://127.0.0.1:{exp_port}/metrics",
-    )
+    ports = [free_port(), free_port()]
+    exporter = libvirt_exporter(tmp_path, uri)
     procs: list[Any] = [exporter.start()]
     try:
         prom = start_prometheus(
             tmp_path,
             [
-                {"job_name": "libvirt", "static_configs": [{"targets": [f"127.0.0.1:{exp_port}"]}]},
+                {
+                    "job_name": "libvirt",
+                    "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}],
+                },
                 {"job_name": "analytics", "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]},
             ],
         )

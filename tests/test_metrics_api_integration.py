@@ -27,7 +27,7 @@ from werkzeug.serving import make_server
 from metrics_api.app import create_app
 from metrics_api.audit import AuditLog
 from metrics_api.config import build_config
-from tests.harness import ManagedProcess, free_port, start_prometheus, test_driver_fleet
+from tests.harness import free_port, libvirt_exporter, start_prometheus, test_driver_fleet
 
 # Per-VM series of this fixture carry `tenant`, as PromQL enforcement requires (docs/metrics-api.md).
 # Every globex value is >= LEAK_MARK and every globex id starts with "vm-g", so a leak is recognisable.
@@ -143,19 +143,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("metrics-api")
     server = make_server("127.0.0.1", free_port(), _wsgi, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = free_port()
-    exporter = ManagedProcess(
-        "libvirt-exporter",
-        [
-            _binary("novacron-libvirt-exporter"),
-            "--libvirt.uri",
-            test_driver_fleet(tmp, n_domains=8),
-            "--web.listen-address",
-            f"127.0.0.1:{port}",
-        ],
-        tmp / "libvirt-exporter.log",
-        ready_url=f"http://127.0.0.1:{port}/metrics",
-    )
+    exporter = libvirt_exporter(tmp, test_driver_fleet(tmp, n_domains=8))
     prom = None
     try:
         exporter.start()
@@ -163,7 +151,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             tmp,
             [
                 {"job_name": "fixture", "static_configs": [{"targets": [f"127.0.0.1:{server.server_port}"]}]},
-                {"job_name": "libvirt", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]},
+                {
+                    "job_name": "libvirt",
+                    "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}],
+                },
             ],
         )
         # Six samples, so rate() over the 5s window is exact rather than extrapolated from a young series.

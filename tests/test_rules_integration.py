@@ -14,11 +14,10 @@ import pytest
 import yaml
 from pytest_httpserver import HTTPServer
 
-from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port
 from stack.rules_cmd import RULES_DIR, default_rule_files
 from stack.servers import Alertmanager, Prometheus, prometheus_config
-from tests.harness import test_driver_fleet
+from tests.harness import libvirt_exporter, test_driver_fleet
 
 N_DOMAINS, SHUTOFF_EVERY = 12, 4  # domains 3, 7 and 11 are shut off
 BRIDGE_URL = "http://127.0.0.1:9095"
@@ -40,16 +39,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, webhook: HTTPServer) -> Iter
     tmp = tmp_path_factory.mktemp("rules-integration")
     uri = test_driver_fleet(tmp, n_domains=N_DOMAINS, n_hosts=1, seed=7, shutoff_every=SHUTOFF_EVERY)
     port = free_port()
-    exporter = ManagedProcess(
-        "libvirt-exporter",
-        [
-            console_script("novacron-libvirt-exporter"),
-            f"--libvirt.uri={uri}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        tmp / "exporter.log",
-        ready_url=f"http://127.0.0.1:{port}/metrics",
-    )
+    exporter = libvirt_exporter(tmp, uri, port=port)
     am_dir = tmp / "alertmanager"
     am_dir.mkdir()
     (am_dir / "bridge_token").write_text("integration-token")

@@ -17,11 +17,11 @@ import pytest
 import requests
 import yaml
 
-from stack.plan import REPO_ROOT, console_script
+from stack.plan import REPO_ROOT
 from stack.processes import ManagedProcess, free_port, wait_until
 from stack.scale import hashmod, shard_config, victoria_argv
 from stack.servers import Prometheus
-from tests.harness import test_driver_hosts
+from tests.harness import libvirt_exporter, test_driver_hosts
 
 HOSTS, VMS = 4, 12
 OUTAGE_SECONDS = 60  # the issue: VictoriaMetrics down for a minute
@@ -109,17 +109,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     ports = _ports_covering_both_shards()
     addresses = [f"127.0.0.1:{p}" for p in ports]
     exporters = [
-        ManagedProcess(
-            f"libvirt-{i}",
-            [
-                console_script("novacron-libvirt-exporter"),
-                f"--libvirt.uri={uri}",
-                f"--web.listen-address={addr}",
-            ],
-            workdir / f"libvirt-{i}.log",
-            ready_url=f"http://{addr}/metrics",
-        )
-        for i, (uri, addr) in enumerate(zip(uris, addresses, strict=True))
+        libvirt_exporter(workdir, uri, port=port, name=f"libvirt-{i}")
+        for i, (uri, port) in enumerate(zip(uris, ports, strict=True))
     ]
     vm_port, longterm_port = free_port(), free_port()
     vm = _victoria(workdir, "victoria", vm_port)

@@ -8,22 +8,15 @@ import sys
 from pathlib import Path
 
 from stack.cardinality import build_report
-from stack.plan import console_script
-from stack.processes import ManagedProcess, free_port
-from tests.harness import start_prometheus, test_driver_fleet
+from stack.processes import free_port
+from tests.harness import libvirt_exporter, start_prometheus, test_driver_fleet
 
 
 def test_report_names_the_biggest_metrics_targets_and_flags_limits(tmp_path: Path) -> None:
-    port = free_port()
     uri = test_driver_fleet(tmp_path, n_domains=50)
-    argv = [
-        console_script("novacron-libvirt-exporter"),
-        f"--libvirt.uri={uri}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ]
-    url = f"http://127.0.0.1:{port}"
-    with ManagedProcess("exporter", argv, tmp_path / "exp.log", ready_url=f"{url}/metrics") as _exporter:
-        scrape = [{"job_name": "libvirt", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}]
+    with libvirt_exporter(tmp_path, uri) as exporter:
+        target = exporter.url.removeprefix("http://")
+        scrape = [{"job_name": "libvirt", "static_configs": [{"targets": [target]}]}]
         with start_prometheus(tmp_path, scrape) as prom:
             prom.wait_for('scrape_samples_scraped{job="libvirt"} > 0')
             report = build_report(prom.url, label_value_limit=40, target_sample_limit=100)

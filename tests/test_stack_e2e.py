@@ -13,7 +13,7 @@ import yaml
 
 from stack.plan import console_script, rule_files, secret_file
 from stack.processes import ManagedProcess, free_port
-from tests.harness import QemuGuest, SmtpSink, start_alertmanager, start_prometheus
+from tests.harness import QemuGuest, SmtpSink, libvirt_exporter, start_alertmanager, start_prometheus
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
 
@@ -50,22 +50,6 @@ def _bridge(tmp: Path, smtp: SmtpSink, token_file: Path, am_url: str) -> Managed
     return proc.start()
 
 
-def _exporter(tmp: Path, uri: str) -> ManagedProcess:
-    port = free_port()
-    proc = ManagedProcess(
-        "libvirt-exporter",
-        [
-            console_script("novacron-libvirt-exporter"),
-            f"--libvirt.uri={uri}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        tmp / "exporter.log",
-        ready_url=f"http://127.0.0.1:{port}/metrics",
-        url=f"http://127.0.0.1:{port}",
-    )
-    return proc.start()
-
-
 def _routing_config(bridge_url: str, token_file: Path) -> dict[str, object]:
     # The shipped routing config, with its bridge receivers pointed at this test's bridge.
     config = yaml.safe_load(Path("rules/alertmanager/alertmanager.yml").read_text())
@@ -81,7 +65,7 @@ def pipeline(tmp_path: Path, smtp_server: SmtpSink, qemu_guest: QemuGuest) -> It
     token_file = secret_file(tmp_path, "bridge_token")
     null_route = {"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}
     with (
-        _exporter(tmp_path, qemu_guest.uri) as exporter,
+        libvirt_exporter(tmp_path, qemu_guest.uri).start() as exporter,
         start_alertmanager(tmp_path, null_route) as am,
         _bridge(tmp_path, smtp_server, token_file, am.url) as bridge,
     ):

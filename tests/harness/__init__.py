@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stack.fleet import write_fleet
+from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, http_ok, wait_until
 from stack.servers import Alertmanager, Prometheus, prometheus_config
 from tests.harness.postgres import Postgres, start_postgres
@@ -58,6 +59,24 @@ def start_moto(tmp_dir: Path) -> ManagedProcess:
     return proc.start()
 
 
+def libvirt_exporter(
+    tmp_dir: Path, uri: str, *extra_args: str, port: int = 0, name: str = "libvirt-exporter"
+) -> ManagedProcess:
+    """The project's libvirt exporter for `uri` on loopback, not yet started (`.start()` or `with`).
+
+    `.url` is `http://127.0.0.1:PORT`; a scrape target is `.url.removeprefix("http://")`."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [console_script("novacron-libvirt-exporter"), f"--libvirt.uri={uri}"]
+    return ManagedProcess(
+        name,
+        [*argv, f"--web.listen-address=127.0.0.1:{port}", *extra_args],
+        Path(tmp_dir) / f"{name}-{port}.log",
+        ready_url=f"{url}/metrics",
+        url=url,
+    )
+
+
 def test_driver_fleet(
     tmp_dir: Path, n_domains: int = 100, n_hosts: int = 1, seed: int = 0, shutoff_every: int = 0
 ) -> str:
@@ -94,6 +113,7 @@ __all__ = [
     "ensure_libvirtd",
     "free_port",
     "http_ok",
+    "libvirt_exporter",
     "remove_stale_guests",
     "start_alertmanager",
     "start_moto",
