@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
-  python3-venv gcc pkg-config sudo
+  python3-venv gcc
   prometheus prometheus-alertmanager victoria-metrics prometheus-libvirt-exporter
   prometheus-snmp-exporter snmpd
   libvirt-dev pkg-config libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients
