@@ -251,6 +251,9 @@ def test_prometheus_errors_are_reported_cleanly(tmp_path: Path, capsys) -> None:
         (lambda c: c["reports"][0].update(formats=["docx"]), "reports[0].formats"),
         (lambda c: c["prometheus"].update(url="localhost:9090"), "prometheus.url"),
         (lambda c: c["archive"].update(retention="forever"), "archive.retention"),
+        (lambda c: c["prometheus"].update(timeout="soon"), "prometheus.timeout"),
+        (lambda c: c["prometheus"].update(timeout=0), "prometheus.timeout"),
+        (lambda c: c.update(smtp={"host": "mail.test", "timeout": "never"}), "smtp.timeout"),
         (
             lambda c: c["reports"][0].update(
                 template={

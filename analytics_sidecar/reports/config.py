@@ -217,8 +217,16 @@ def _parse_smtp(data: Any) -> SmtpConfig:
         bool(data.get("starttls", False)),
         data.get("username"),
         password,
-        float(data.get("timeout", 30.0)),
+        _timeout(data, "smtp"),
     )
+
+
+def _timeout(section: Mapping[str, Any], where: str) -> float:
+    """Seconds, a positive number: a typo here must name the key, not end in a traceback."""
+    value = section.get("timeout", 30.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise ConfigError(f"{where}.timeout", "must be a number of seconds in (0, 3600]")
+    return float(value)
 
 
 def parse_config(data: Mapping[str, Any], base: Path) -> ReportsConfig:
@@ -251,7 +259,7 @@ def parse_config(data: Mapping[str, Any], base: Path) -> ReportsConfig:
     if smtp is None and any(r.email_to for r in reports):
         raise ConfigError("smtp", "required when a report has email.to")
     return ReportsConfig(
-        PrometheusConfig(url.rstrip("/"), float(prom.get("timeout", 30.0)), token), archive_cfg, reports, smtp
+        PrometheusConfig(url.rstrip("/"), _timeout(prom, "prometheus"), token), archive_cfg, reports, smtp
     )
 
 
