@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dashboards.catalog import Built, build_all
 from dashboards.sdk import dump
@@ -13,6 +14,14 @@ PROG = "novacron-dashboards"
 REPO_GENERATED = Path(__file__).resolve().parent / "generated"
 REPO_PROVISIONING = Path(__file__).resolve().parent / "provisioning"
 EXIT_DRIFT = 1
+
+
+def _http_url(text: str) -> str:
+    """An argparse type: an http(s) base URL, so a typo fails as a usage error naming the flag (exit 2)."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL")
+    return text.rstrip("/")
 
 
 def _built(tenants: list[str] | None) -> list[Built]:
@@ -160,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check", help="run every panel query against a Prometheus (exit 1 if any returns no data)"
     )
-    p.add_argument("--prometheus-url", required=True)
+    p.add_argument("--prometheus-url", required=True, type=_http_url)
     p.add_argument(
         "--var", action="append", help="variable value, e.g. --var host=kvm01 (default: All / first)"
     )
@@ -172,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         "provision", help="write a Grafana provisioning tree (data sources, provider, dashboards)"
     )
     p.add_argument("--out", required=True)
-    p.add_argument("--prometheus-url", required=True)
-    p.add_argument("--alertmanager-url", required=True)
+    p.add_argument("--prometheus-url", required=True, type=_http_url)
+    p.add_argument("--alertmanager-url", required=True, type=_http_url)
     p.set_defaults(func=cmd_provision)
 
     for name, func, text in (
@@ -186,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
             description=f"{text}. Credentials: GRAFANA_TOKEN, or GRAFANA_USER "
             "and GRAFANA_PASSWORD in the environment.",
         )
-        p.add_argument("--url", required=True, help="Grafana base URL, e.g. http://grafana:3000")
+        p.add_argument(
+            "--url", required=True, type=_http_url, help="Grafana base URL, e.g. http://grafana:3000"
+        )
         if name == "pull":
             p.add_argument("--out", help="also save Grafana's current JSON here")
         with_tenant(p)

@@ -6,6 +6,7 @@ import copy
 import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -168,6 +169,32 @@ def test_unreachable_grafana_fails_cleanly(capsys) -> None:  # type: ignore[no-u
 
     assert main(["pull", "--url", f"http://127.0.0.1:{free_port()}"]) == 3
     assert "Grafana request failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["push", "--url", "grafana:3000"],
+        ["pull", "--url", "ftp://grafana"],
+        ["check", "--prometheus-url", "localhost:9090"],
+        [
+            "provision",
+            "--out",
+            "/nonexistent",
+            "--prometheus-url",
+            "http://p:9090",
+            "--alertmanager-url",
+            "am",
+        ],
+    ],
+)
+def test_bad_url_flags_exit_2_naming_the_flag(argv, capsys) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {argv[-2]}" in err and "is not an http:// or https:// URL" in err
+    assert not Path("/nonexistent").exists()
 
 
 def test_pull_ignores_what_grafana_stamps_on_save(grafana) -> None:  # type: ignore[no-untyped-def]
