@@ -455,3 +455,31 @@ def test_instance_families_per_provider() -> None:
     ):
         fit = cat.cheapest_fit(provider, big, 2, 6 * gib)
         assert fit is not None and fit.name == small, provider
+
+
+def test_api_without_token_403_before_analysis_503_and_analyse_audited(caplog) -> None:  # type: ignore[no-untyped-def]
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Request, Response
+
+    from analytics_sidecar.api import Api
+    from analytics_sidecar.writeback import State
+
+    def client(api: Api) -> Client:
+        routes = api.routes()
+        return Client(Request.application(lambda request: routes[request.path](request)), Response)
+
+    triggered: list[bool] = []
+    closed = client(Api(State(), None, lambda: triggered.append(True)))
+    r = closed.post("/api/v1/analyse", headers={"Authorization": "Bearer x"})
+    assert r.status_code == 403 and "api.token_file" in r.get_json()["error"] and not triggered
+    api = client(Api(State(), "s3cret-token", lambda: triggered.append(True)))
+    auth = {"Authorization": "Bearer s3cret-token"}
+    for path in ("/api/v1/recommendations", "/api/v1/forecasts", "/api/v1/consolidation"):
+        r = api.get(path, headers=auth)
+        assert r.status_code == 503 and "no analysis" in r.get_json()["error"]
+    assert api.get("/api/v1/status", headers=auth).get_json()["cycles"] == 0
+    with caplog.at_level("INFO", logger="analytics_sidecar.audit"):
+        assert api.post("/api/v1/analyse", headers=auth).status_code == 202
+    assert triggered == [True]
+    (record,) = [r for r in caplog.records if r.name == "analytics_sidecar.audit"]
+    assert "action=analyse" in record.getMessage() and "s3cret-token" not in record.getMessage()
