@@ -28,6 +28,7 @@ from exporters.common.config import ConfigError
 log = logging.getLogger(__name__)
 
 MAX_BODY = 16 * 1024 * 1024
+MAX_ROW_ID = 2**63 - 1
 
 
 @dataclass
@@ -133,6 +134,9 @@ def create_app(ctx: AppContext) -> Flask:
     @app.before_request
     def _attach() -> None:
         request.environ["bridge.ctx"] = ctx
+        # An id beyond a 64-bit row id names nothing; without this the database driver overflows (503).
+        if any(isinstance(v, int) and v > MAX_ROW_ID for v in (request.view_args or {}).values()):
+            raise NotFound("no such id")
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:

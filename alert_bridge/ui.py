@@ -24,6 +24,11 @@ from alert_bridge.service import NotFound
 LINK_SECONDS = 120
 
 
+def _ui_path(path: str) -> str:
+    """`path` when it is one of our own UI paths, else "": sign-in links and forms must not redirect away."""
+    return path if path.startswith("/ui") and "//" not in path and "\\" not in path else ""
+
+
 def register_ui(app: Flask, ctx: Any) -> None:
     from alert_bridge.api import requires
 
@@ -57,9 +62,7 @@ def register_ui(app: Flask, ctx: Any) -> None:
         session.clear()
         session["tid"] = who.token_id
         session["csrf"] = secrets.token_urlsafe(24)
-        # Only our own UI paths: a sign-in link must not become an open redirect.
-        target = next_path if next_path.startswith("/ui/") and "//" not in next_path else url_for("ui_alerts")
-        return redirect(target)  # type: ignore[return-value]
+        return redirect(_ui_path(next_path) or url_for("ui_alerts"))  # type: ignore[return-value]
 
     @app.route("/ui/login", methods=["GET", "POST"])
     def ui_login() -> Any:
@@ -158,7 +161,7 @@ def register_ui(app: Flask, ctx: Any) -> None:
             abort(409, str(exc))
         except NotFound:
             abort(404)
-        return redirect(request.form.get("back") or url_for("ui_alert", alert_id=alert_id))
+        return redirect(_ui_path(request.form.get("back", "")) or url_for("ui_alert", alert_id=alert_id))
 
     @app.post("/ui/incidents/<int:incident_id>/note")
     @login_required("operator")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from alert_bridge.payload import parse_time
 from alert_bridge.testing import alert, base_config, inprocess_bridge, payload, pg_database, wait
 
 
@@ -211,3 +214,28 @@ def test_users_set_their_own_thresholds(tmp_path, smtp_server):
             for a in b.admin.get("/api/v1/audit").json()
         )
         assert b.admin.get("/api/v1/users").json()[0]["min_severity"] == "warning"
+
+
+def test_audit_by_time_range_and_out_of_range_ids(tmp_path):
+    with inprocess_bridge(base_config(), f"sqlite:///{tmp_path / 'b.db'}", worker=False) as b:
+        assert b.hook.post("/webhook/alertmanager", payload([alert("A", host="h1")])).status_code == 200
+        alert_id = b.admin.alerts()[0]["id"]
+        trail = b.admin.get("/api/v1/audit").json()
+        first = parse_time(trail[-1]["at"], "at")
+        time.sleep(0.05)  # a strictly later audit time for the note below
+        assert b.admin.post(f"/api/v1/alerts/{alert_id}/notes", {"text": "later"}).status_code == 201
+        later = b.admin.get("/api/v1/audit", params={"since": first + 0.01}).json()
+        assert later and all(parse_time(a["at"], "at") >= first + 0.01 for a in later)
+        assert "note" in {a["action"] for a in later}
+        assert len(later) < len(b.admin.get("/api/v1/audit").json())
+        # The API shows milliseconds; the store keeps more, so the bound is one millisecond on.
+        earlier = b.admin.get("/api/v1/audit", params={"until": first + 0.001}).json()
+        assert earlier and all(parse_time(a["at"], "at") <= first for a in earlier)
+        assert not any(a["action"].startswith("note") for a in earlier)
+        resp = b.admin.get("/api/v1/audit", params={"since": "yesterday"})
+        assert resp.status_code == 400 and "since" in resp.json()["error"]
+        # An id beyond any 64-bit row id is simply not found (not a storage error, not a retry).
+        huge = 2**64
+        assert b.admin.post(f"/api/v1/alerts/{huge}/ack", {}).status_code == 404
+        assert b.admin.get(f"/api/v1/incidents/{huge}").status_code == 404
+        assert b.admin.post(f"/api/v1/dead-letters/{huge}/replay", {}).status_code == 404

@@ -105,3 +105,21 @@ def test_ui_in_headless_chromium_with_screenshot(tmp_path):
         assert result.returncode == 0 and detail_shot.stat().st_size > 10_000
         # A sign-in link is short-lived and signed: a forged one is refused.
         assert requests.get(f"{b.url}/ui/link/forged", timeout=5).status_code == 401
+
+
+def test_ui_form_redirects_only_to_ui_paths(tmp_path):
+    with inprocess_bridge(base_config(), f"sqlite:///{tmp_path / 'b.db'}", worker=False) as b:
+        _seed(b)
+        browser = requests.Session()
+        page = browser.post(f"{b.url}/ui/login", data={"token": ADMIN_TOKEN})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        alert_id = b.admin.alerts()[0]["id"]
+        note = f"{b.url}/ui/alerts/{alert_id}/note"
+        for away in ("https://evil.example/", "//evil.example/ui", "/\\evil.example"):
+            resp = browser.post(note, data={"csrf": csrf, "text": "n", "back": away}, allow_redirects=False)
+            assert resp.status_code == 302
+            assert resp.headers["Location"].endswith(f"/ui/alerts/{alert_id}"), resp.headers["Location"]
+        resp = browser.post(
+            note, data={"csrf": csrf, "text": "n", "back": "/ui?state=firing"}, allow_redirects=False
+        )
+        assert resp.headers["Location"].endswith("/ui?state=firing")
