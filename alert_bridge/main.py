@@ -24,13 +24,15 @@ from alert_bridge.metrics import BridgeMetrics
 from alert_bridge.service import Bridge
 from alert_bridge.worker import Worker
 from exporters.common.cli import LOG_LEVELS, setup_logging
-from exporters.common.config import ConfigError, exit_config_error, load_yaml_mapping
+from exporters.common.config import ConfigError, exit_config_error, load_yaml_mapping, read_secret
 from exporters.common.web import parse_listen_address
 from exporters.common.webconfig import load_web_config
 
 log = logging.getLogger("alert_bridge")
 PROG = "novacron-alert-bridge"
 DEFAULT_PORT = 9095
+# A PostgreSQL URL holds a password: from here or --storage.url-file, it stays out of the process list.
+STORAGE_ENV = "NOVACRON_BRIDGE_STORAGE_URL"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="storage_url",
         default=None,
         help="SQLAlchemy URL: sqlite:///PATH (default: sqlite under --storage.path) or postgresql+psycopg://...",
+    )
+    parser.add_argument(
+        "--storage.url-file",
+        dest="storage_url_file",
+        default=None,
+        help=f"file holding the storage URL (or set ${STORAGE_ENV}); keeps a database password out of `ps`",
     )
     parser.add_argument(
         "--storage.path", dest="storage_path", default="data/alert-bridge", help="data folder"
@@ -106,6 +114,9 @@ def build_service(config: BridgeConfig, storage_url: str) -> Service:
 def storage_url(args: argparse.Namespace) -> str:
     if args.storage_url:
         return str(args.storage_url)
+    secret = read_secret(STORAGE_ENV, args.storage_url_file, "storage.url-file")
+    if secret:
+        return secret
     return f"sqlite:///{Path(args.storage_path).resolve() / 'bridge.db'}"
 
 
@@ -122,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
                 "basic_auth_users", "not supported by the bridge: it authenticates with API tokens"
             )
         host, port = parse_listen_address(args.listen_address)
+        url = storage_url(args)
     except ConfigError as err:
         exit_config_error(PROG, err)
     except ValueError as err:
         exit_config_error(PROG, ConfigError("web.listen-address", str(err)))
-    url = storage_url(args)
     if not (url.startswith("sqlite") or url.startswith("postgresql")):
         exit_config_error(
             PROG, ConfigError("storage.url", "must be sqlite:///PATH or postgresql+psycopg://...")

@@ -159,3 +159,22 @@ def _get(url: str, cert) -> requests.Response | None:
         return requests.get(url, verify=str(cert), timeout=2)
     except requests.RequestException:
         return None
+
+
+def test_storage_url_from_env_or_file_keeps_the_password_out_of_argv(tmp_path, monkeypatch, capsys):
+    from alert_bridge.main import STORAGE_ENV, build_parser, storage_url
+
+    secret = tmp_path / "storage-url"
+    secret.write_text("postgresql+psycopg://bridge:pw@db.example/bridge\n")
+    parser = build_parser()
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    assert storage_url(parser.parse_args([f"--storage.url-file={secret}"])).endswith("@db.example/bridge")
+    monkeypatch.setenv(STORAGE_ENV, f"sqlite:///{tmp_path / 'env.db'}")
+    assert storage_url(parser.parse_args([])) == f"sqlite:///{tmp_path / 'env.db'}"
+    assert storage_url(parser.parse_args(["--storage.url=sqlite:///x.db"])) == "sqlite:///x.db"  # flag wins
+    monkeypatch.delenv(STORAGE_ENV)
+    assert storage_url(parser.parse_args([f"--storage.path={tmp_path}"])).endswith("/bridge.db")
+    with pytest.raises(SystemExit) as exit_info:
+        main([f"--storage.url-file={tmp_path / 'missing'}", "--web.listen-address=127.0.0.1:0"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "storage.url-file" in err and "Traceback" not in err
