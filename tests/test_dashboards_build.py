@@ -194,3 +194,20 @@ def test_fleet_stats_read_group_sums_not_per_vm_joins() -> None:
             if panel["type"] == "stat":
                 for target in panel["targets"]:
                     assert "group_left" not in target["expr"], (uid, panel["title"])
+
+
+def test_novacron_up_plan_writes_grafana_provisioning(tmp_path: Path) -> None:
+    """`novacron up` (stack.plan) writes the provisioning tree pointing at the stack's own Prometheus."""
+    from stack.config import load_stack_config
+    from stack.plan import plan_stack
+
+    plan = plan_stack(load_stack_config(None, str(tmp_path)))
+    root = tmp_path / "grafana"
+    assert any(str(root) in note for note in plan.notes)
+    ds = yaml.safe_load((root / "datasources" / "novacron.yaml").read_text())["datasources"]
+    urls = {d["type"]: (d["uid"], d["url"]) for d in ds}
+    assert urls["prometheus"] == (PROMETHEUS_UID, plan.urls["prometheus"])
+    assert urls["alertmanager"][1] == plan.urls["alertmanager"]
+    provider = yaml.safe_load((root / "dashboards" / "novacron.yaml").read_text())["providers"][0]
+    files = sorted(Path(provider["options"]["path"]).glob("*/*.json"))
+    assert {json.loads(f.read_text())["uid"] for f in files} == EXPECTED_UIDS
