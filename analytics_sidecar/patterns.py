@@ -162,9 +162,12 @@ def analyse(series: Series, idle: bool, policy: PatternPolicy = PatternPolicy())
     trend = trend_of(s)
     vals = s.v if len(s) else np.array([0.0])
     median, p95, p99 = (float(np.percentile(vals, q)) for q in (50, 95, 99))
-    # Outliers against the daily profile: a peak that happens every day at nine is not an outlier.
-    resid = _deseasonalised(hourly)
-    ratio = outlier_ratio(resid, policy.outlier_z)
+    # Outliers against the daily profile: a peak that happens every day at nine is not an outlier. With two
+    # weeks of data, the smaller share of that and of the one against the weekly profile: quiet weekends are
+    # not outliers either, and a weekly profile's few samples per hour do not make new outliers of noise.
+    ratio = outlier_ratio(_deseasonalised(hourly, int(DAY / HOUR)), policy.outlier_z)
+    if np.isfinite(hourly).sum() >= 2 * WEEK / HOUR:
+        ratio = min(ratio, outlier_ratio(_deseasonalised(hourly, int(WEEK / HOUR)), policy.outlier_z))
     growth_per_week = trend.slope_per_second * WEEK / max(abs(median), 1e-9)
     if idle:
         cls = "idle"
@@ -179,8 +182,7 @@ def analyse(series: Series, idle: bool, policy: PatternPolicy = PatternPolicy())
     return Patterns(daily_strength, weekly_strength, trend, ratio, median, p95, p99, cls)
 
 
-def _deseasonalised(hourly: np.ndarray) -> np.ndarray:
-    period = int(DAY / HOUR)
+def _deseasonalised(hourly: np.ndarray, period: int) -> np.ndarray:
     if np.isfinite(hourly).sum() < 2 * period:
         return hourly
     n_full = (hourly.size // period) * period

@@ -483,3 +483,19 @@ def test_api_without_token_403_before_analysis_503_and_analyse_audited(caplog) -
     assert triggered == [True]
     (record,) = [r for r in caplog.records if r.name == "analytics_sidecar.audit"]
     assert "action=analyse" in record.getMessage() and "s3cret-token" not in record.getMessage()
+
+
+def test_weekly_seasonality_and_outliers() -> None:
+    t = _grid(28)
+    rng = np.random.default_rng(5)
+    weekday = ((t - T0) // DAY) % 7 < 5
+    office = patterns.analyse(
+        Series(t, np.where(weekday, 2.0, 0.5) + 0.05 * rng.standard_normal(t.size)), False
+    )
+    assert office.weekly_strength > 0.9 and office.daily_strength < 0.1 and office.workload_class == "diurnal"
+    assert office.outlier_ratio < 0.01  # quiet weekends are the weekly pattern, not outliers
+    daily = 1 + 0.5 * np.sin(2 * np.pi * t / DAY) + 0.02 * rng.standard_normal(t.size)
+    assert patterns.analyse(Series(t, daily), False).outlier_ratio == 0.0  # the daily peak is no outlier
+    spiky = daily.copy()
+    spiky[np.isin((t - T0) // 3600, [50, 200, 333, 470, 600])] += 5.0  # five one-hour spikes
+    assert patterns.analyse(Series(t, spiky), False).outlier_ratio == pytest.approx(5 / (28 * 24), abs=1e-3)
