@@ -29,8 +29,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
     missing = [b for b in ("/usr/bin/prometheus", "/usr/bin/prometheus-alertmanager") if not Path(b).exists()]
     if missing:
         print(
-            f"novacron up: missing {', '.join(missing)}: run `make setup` (Debian packages prometheus, "
-            "prometheus-alertmanager)",
+            f"novacron up: missing {', '.join(missing)}: run `bash scripts/setup.sh` "
+            "(Debian packages prometheus, prometheus-alertmanager)",
             file=sys.stderr,
         )
         return 1

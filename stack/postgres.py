@@ -44,7 +44,9 @@ class PostgresCluster:
     def start(self) -> Self:
         """initdb on first use, then pg_ctl start (waits until the server accepts connections)."""
         if not (PG_BIN / "initdb").exists():
-            raise RuntimeError("PostgreSQL 15 is needed: run `make setup` (Debian package postgresql)")
+            raise RuntimeError(
+                "PostgreSQL 15 is needed: run `bash scripts/setup.sh` (Debian package postgresql)"
+            )
         self.workdir.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")

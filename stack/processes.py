@@ -84,10 +84,10 @@ class ManagedProcess:
 
     def start(self, ready_timeout: float = 30.0) -> Self:
         binary = self.argv[0]
-        if os.sep not in binary and not _which(binary):
-            raise ProcessError(
-                f"{self.name}: '{binary}' is not installed (run `make setup` or scripts/setup.sh)"
-            )
+        # A bare name off PATH and a missing absolute path (the Debian binaries) both say how to install.
+        missing = not os.access(binary, os.X_OK) if os.sep in binary else not _which(binary)
+        if missing:
+            raise ProcessError(f"{self.name}: '{binary}' is not installed (run `bash scripts/setup.sh`)")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         env = {**os.environ, **(self.env or {})}

@@ -8,10 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
-from stack.processes import free_port
+from stack.processes import ManagedProcess, ProcessError, free_port
 
 NOVACRON = [sys.executable, "-m", "stack.cli"]
 
@@ -169,3 +170,13 @@ def test_generated_alertmanager_config_passes_amtool_with_and_without_a_mail_rel
         assert sum(1 for r in config["receivers"] if r.get("email_configs")) == mailers
         hooks = [h["url"] for r in config["receivers"] for h in r.get("webhook_configs", [])]
         assert hooks and all(u.startswith("http://127.0.0.1:1234/") for u in hooks)
+
+
+@pytest.mark.parametrize("binary", ["/nonexistent/bin/prometheus", "novacron-no-such-binary"])
+def test_missing_binary_is_a_clear_message_not_a_traceback(tmp_path: Path, binary: str) -> None:
+    proc = ManagedProcess("prometheus", [binary, "--version"], tmp_path / "p.log")
+    with pytest.raises(
+        ProcessError, match=r"prometheus: '.+' is not installed \(run `bash scripts/setup.sh`\)"
+    ):
+        proc.start()
+    assert proc.proc is None  # nothing was started, nothing to clean up
