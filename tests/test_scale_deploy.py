@@ -15,7 +15,8 @@ from stack.scale import shard_relabel
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "scale"
 SHARDS = sorted((DEPLOY / "prometheus").glob("prometheus-shard-*.yml"))
-UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+# The scale profile's units and each component's own unit (deploy/<component>/*.service): all hardened alike.
+UNITS = sorted((DEPLOY / "systemd").glob("*.service")) + sorted(DEPLOY.parent.glob("*/*.service"))
 HARDENING = [
     "NoNewPrivileges=yes",
     "ProtectSystem=strict",
