@@ -306,6 +306,18 @@ def test_series_limit(env: Env, tmp_path: Path) -> None:
     assert "limit is 2" in resp.get_json()["error"]
 
 
+def test_sample_limit(env: Env, tmp_path: Path) -> None:
+    client = make_client(api_config(env.prometheus.url, tmp_path / "a.jsonl", limits={"max_samples": 50}))
+    window = {"start": "1000", "end": "1100", "step": "1"}  # one series of 101 points
+    resp = env.get("/api/v1/query_range", "admin", client=client, query="vector(1)", **window)
+    assert resp.status_code == 422
+    assert "101 samples; the limit is 50" in resp.get_json()["error"]
+    small = env.get(
+        "/api/v1/query_range", "admin", client=client, query="vector(1)", **{**window, "step": "10"}
+    )
+    assert small.status_code == 200 and len(small.get_json()["data"]["result"][0]["values"]) == 11
+
+
 def test_prometheus_down_is_503(tmp_path: Path) -> None:
     client = make_client(api_config(f"http://127.0.0.1:{free_port()}", tmp_path / "a.jsonl"))
     resp = client.get(
