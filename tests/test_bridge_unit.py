@@ -105,3 +105,36 @@ def test_routing_policy_users_and_quiet_hours(monkeypatch):
     }
     _, targets = initial_targets(config, {"team": "web"}, 0)
     assert [t.channel for t in targets] == ["email"]
+
+
+def test_deploy_examples_are_valid(tmp_path, monkeypatch):
+    """The shipped bridge config parses (secrets in tmp_path and env); its Alertmanager side passes amtool."""
+    import subprocess
+    from pathlib import Path
+
+    from alert_bridge.main import load_config
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy" / "alert-bridge"
+    text = (deploy / "config.example.yml").read_text()
+    for secret in (
+        "bridge-webhook.token",
+        "smtp.password",
+        "webhook.secret",
+        "bridge-session.secret",
+        "analytics.token",
+    ):
+        (tmp_path / secret).write_text("x" * 32 + "\n")
+        text = text.replace(f"/etc/novacron/{secret}", str(tmp_path / secret))
+    assert "/etc/novacron/" not in text, "a secret file of the example is not covered by this test"
+    (tmp_path / "bridge.yml").write_text(text)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", "t" * 32)
+    monkeypatch.setenv("GRAFANA_TOKEN", "g" * 32)
+    config = load_config(str(tmp_path / "bridge.yml"))
+    assert set(config.channels) == {"email", "ops-webhook", "sms", "grafana"}
+    check = subprocess.run(
+        ["amtool", "check-config", str(deploy / "alertmanager-receiver.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
