@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from exporters.common.config import ConfigError, exit_config_error
 from stack.config import StackConfig
 from stack.plan import (
     Service,
@@ -142,6 +143,34 @@ class ScalePlan(StackPlan):
     postgres: PostgresCluster | None = None
 
 
+# The `ports:` key each scale-profile port is derived from, to name it when a derived port is unusable.
+_PORT_SOURCE = {
+    "prometheus": "prometheus",
+    "victoria": "prometheus",
+    "alertmanager": "alertmanager",
+    "postgres": "alertmanager",
+    "victoria-longterm": "alertmanager",
+    "alert-bridge": "alert_bridge",
+    "analytics": "analytics",
+    "metrics-api": "metrics_api",
+    "cloud-exporter": "cloud_exporter",
+}
+
+
+def check_scale_ports(cfg: StackConfig, ports: dict[str, int]) -> None:
+    """Derived ports must be valid and distinct, and stay clear of the libvirt exporters' consecutive ports:
+    the default profile's check cannot see the offsets, and a clash would only show as a child failing."""
+    exporters = 1 + cfg.demo_hosts  # the system URI may take one more
+    taken = {cfg.ports["libvirt_exporter"] + i: f"libvirt_exporter+{i}" for i in range(exporters)}
+    for name, port in ports.items():
+        key = "ports." + next(v for k, v in _PORT_SOURCE.items() if name.startswith(k))
+        if not 0 < port < 65536:
+            raise ConfigError(key, f"the scale profile's {name} would be port {port}, out of range")
+        if port in taken:
+            raise ConfigError(key, f"the scale profile's {name} would be port {port}, taken by {taken[port]}")
+        taken[port] = f"{name} ({key})"
+
+
 def scale_ports(cfg: StackConfig) -> dict[str, int]:
     """Every port of the scale profile, derived from the default profile's `ports:` (documented offsets)."""
     p = cfg.ports
@@ -183,6 +212,7 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
     state, host = cfg.state_dir, cfg.listen_host
     state.mkdir(parents=True, exist_ok=True)
     ports = scale_ports(cfg)
+    check_scale_ports(cfg, ports)
     url = {name: f"http://{host}:{port}" for name, port in ports.items()}
     services, notes = libvirt_services(cfg, host)
     pg = PostgresCluster(postgres_dir(state), ports["postgres"])
@@ -366,7 +396,10 @@ def run_scale(cfg: StackConfig) -> int:
     """Start PostgreSQL, then every service of the scale profile; stop PostgreSQL after the rest."""
     from stack.run import run_stack
 
-    plan = plan_scale(replace(cfg))
+    try:
+        plan = plan_scale(replace(cfg))
+    except ConfigError as err:
+        exit_config_error("novacron up --profile scale", err)
     assert plan.postgres is not None
     plan.postgres.start()
     try:

@@ -101,3 +101,30 @@ def test_scale_profile_bridges_ask_both_sidecar_shards_for_context(tmp_path: Pat
         bridge = yaml.safe_load((tmp_path / "state" / f"alert-bridge-{replica}" / "bridge.yml").read_text())
         urls = parse_config(bridge).enrichment.sidecar_urls
         assert [u.rsplit(":", 1)[1] for u in urls] == [str(ports["analytics-0"]), str(ports["analytics-1"])]
+
+
+@pytest.mark.parametrize(
+    ("ports", "key", "reason"),
+    [
+        (
+            {"analytics": 9176},
+            "ports.analytics",
+            "analytics-1 would be port 9177, taken by libvirt_exporter+0",
+        ),
+        ({"prometheus": 9092}, "ports.alertmanager", "port 9093, taken by prometheus-1 (ports.prometheus)"),
+        ({"alertmanager": 65530}, "ports.alertmanager", "out of range"),
+    ],
+)
+def test_scale_profile_ports_that_clash_exit_2_naming_the_key(
+    ports: dict[str, int], key: str, reason: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stack.cli import main
+
+    config = tmp_path / "stack.yml"
+    config.write_text(yaml.safe_dump({"ports": ports}))
+    with pytest.raises(SystemExit) as stop:
+        main([f"--config.file={config}", f"--state-dir={tmp_path / 'state'}", "up", "--profile", "scale"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"invalid configuration: {key}" in err and reason in err
+    assert not (tmp_path / "state" / "prometheus-0").exists()  # refused before anything was written
