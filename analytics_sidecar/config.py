@@ -232,6 +232,14 @@ def _number(section: Mapping[str, Any], key: str, where: str, default: float, lo
     return float(value)
 
 
+def prometheus_url(value: Any, key: str = "prometheus.url") -> str:
+    """An http(s) base URL without the trailing slash: a typo fails at start, not at every cycle."""
+    url = str(value).rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+        raise ConfigError(key, f"must be an http:// or https:// URL, got {str(value)[:100]!r}")
+    return url
+
+
 def _prometheus(s: Mapping[str, Any]) -> PrometheusSettings:
     allowed = {
         "url",
@@ -251,7 +259,7 @@ def _prometheus(s: Mapping[str, Any]) -> PrometheusSettings:
     check_keys(basic, {"username", "password_env", "password_file"}, "prometheus.basic_auth")
     password = read_secret(basic.get("password_env"), basic.get("password_file"), "prometheus.basic_auth")
     return PrometheusSettings(
-        url=str(s.get("url", d.url)).rstrip("/"),
+        url=prometheus_url(s.get("url", d.url)),
         timeout=parse_duration(s.get("timeout", d.timeout), "prometheus.timeout"),
         retries=int(_number(s, "retries", "prometheus", d.retries, 0, 20)),
         bearer_token=token,

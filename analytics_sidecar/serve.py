@@ -16,7 +16,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from analytics_sidecar.api import Api
-from analytics_sidecar.config import Config, Shard, load_config, parse_duration
+from analytics_sidecar.config import Config, Shard, load_config, parse_duration, prometheus_url
 from analytics_sidecar.decisions.wiring import attach
 from analytics_sidecar.engine import Engine, Results
 from analytics_sidecar.series import Series
@@ -68,7 +68,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
     """The config file, then command-line flags over it."""
     cfg = load_config(args.config_file)
     if args.prometheus_url:
-        cfg = replace(cfg, prometheus=replace(cfg.prometheus, url=args.prometheus_url.rstrip("/")))
+        url = prometheus_url(args.prometheus_url, "prometheus.url")
+        cfg = replace(cfg, prometheus=replace(cfg.prometheus, url=url))
     if args.shard:
         cfg = replace(cfg, shard=Shard.parse(args.shard))
     if getattr(args, "interval", None):

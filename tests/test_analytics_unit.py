@@ -325,6 +325,7 @@ def test_config_defaults_and_errors_name_the_key(tmp_path: Path) -> None:
         "colour: blue\n": "colour",
         "consolidation:\n  anti_affinity_label: 'a-b'\n": "consolidation.anti_affinity_label",
         "api:\n  token_file: /nonexistent/token\n": "api.token_file",
+        "prometheus:\n  url: prometheus:9090\n": "prometheus.url",
     }
     for text, key in cases.items():
         p = tmp_path / "c.yml"
@@ -499,3 +500,11 @@ def test_weekly_seasonality_and_outliers() -> None:
     spiky = daily.copy()
     spiky[np.isin((t - T0) // 3600, [50, 200, 333, 470, 600])] += 5.0  # five one-hour spikes
     assert patterns.analyse(Series(t, spiky), False).outlier_ratio == pytest.approx(5 / (28 * 24), abs=1e-3)
+
+
+@pytest.mark.parametrize("command", ["serve", "recommendations"])
+def test_prometheus_url_flag_is_checked(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main([command, "--prometheus.url", "prometheus:9090"])
+    assert stop.value.code == 2
+    assert "invalid configuration: prometheus.url" in capsys.readouterr().err
