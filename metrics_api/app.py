@@ -368,6 +368,15 @@ _ERRORS: list[tuple[type[BaseException], int, str]] = [
 ]
 
 
+def _metadata_limit() -> int:
+    """Prometheus' `limit` of /api/v1/metadata: at most this many metrics, negative (the default) for all."""
+    raw = request.values.get("limit", "-1")
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f"limit: not an integer: {raw[:40]!r}") from None
+
+
 def _scoped_matches(service: Service, policy: Policy) -> list[tuple[str, str]]:
     """match[] parameters, each scoped; the policy's default selector when none were given."""
     raw = request.values.getlist("match[]")
@@ -584,6 +593,24 @@ def create_app(
         service.principal()
         data = service.upstream("buildinfo", "/api/v1/status/buildinfo", [], method="GET")
         return Response(json.dumps({"status": "success", "data": data}), content_type="application/json")
+
+    @route("/api/v1/metadata", "metadata", methods=("GET",))
+    def metadata() -> Response:
+        # Grafana's metric browser reads this; only names the caller may query (tenant and role) are shown.
+        principal = service.principal()
+        params = [("metric", request.values["metric"])] if request.values.get("metric") else []
+        limit = _metadata_limit()
+        visible = service.upstream(
+            "label_values",
+            "/api/v1/label/__name__/values",
+            _scoped_matches(service, service.policy(principal)),
+            method="GET",
+        )
+        data = service.upstream("metadata", "/api/v1/metadata", params, method="GET")
+        allowed = set(visible or [])
+        names = [n for n in sorted(data or {}) if n in allowed]
+        shown = {n: data[n] for n in (names if limit < 0 else names[:limit])}
+        return Response(json.dumps({"status": "success", "data": shown}), content_type="application/json")
 
     _add_rest_routes(route, service)
 

@@ -269,6 +269,26 @@ def test_series_labels_and_values_are_scoped(env: Env) -> None:
     assert {"acme", "globex", "initech"} <= set(admin_tenants)
 
 
+def test_metadata_lists_only_names_the_caller_can_query(env: Env, tmp_path: Path) -> None:
+    tenant = env.get("/api/v1/metadata").get_json()
+    assert tenant["status"] == "success"
+    assert tenant["data"]["novacron_vm_memory_bytes"][0]["type"] == "gauge"
+    assert "novacron_host_cpu_seconds_total" not in tenant["data"]  # no series of this tenant
+    admin = env.get("/api/v1/metadata", "admin").get_json()["data"]
+    assert "novacron_host_cpu_seconds_total" in admin and set(tenant["data"]) < set(admin)
+    # A name restricted to other roles is hidden even from an operator who sees every tenant.
+    restricted = [{"match": "novacron_host_cpu_.*", "roles": ["admin"]}]
+    client = make_client(api_config(env.prometheus.url, tmp_path / "a.jsonl", sensitive_metrics=restricted))
+    operator = env.get("/api/v1/metadata", "operator", client=client).get_json()["data"]
+    assert "novacron_host_cpu_seconds_total" not in operator and "novacron_host_memory_free_bytes" in operator
+    one = env.get("/api/v1/metadata", metric="novacron_vm_memory_bytes").get_json()["data"]
+    assert list(one) == ["novacron_vm_memory_bytes"]
+    assert len(env.get("/api/v1/metadata", "admin", limit="2").get_json()["data"]) == 2
+    bad = env.get("/api/v1/metadata", limit="many")
+    assert bad.status_code == 400 and "limit" in bad.get_json()["error"]
+    assert env.get("/api/v1/metadata", token=None).status_code == 401
+
+
 def test_admin_is_not_scoped(env: Env) -> None:
     data = env.query('count(novacron_vm_memory_bytes{job="fixture"})', "admin").get_json()["data"]
     assert float(data["result"][0]["value"][1]) == len(VMS)
