@@ -239,3 +239,20 @@ def test_audit_by_time_range_and_out_of_range_ids(tmp_path):
         assert b.admin.post(f"/api/v1/alerts/{huge}/ack", {}).status_code == 404
         assert b.admin.get(f"/api/v1/incidents/{huge}").status_code == 404
         assert b.admin.post(f"/api/v1/dead-letters/{huge}/replay", {}).status_code == 404
+
+
+def test_starts_at_moving_earlier_keeps_one_episode(tmp_path):
+    # HA Alertmanager peers (or a restarted one) can report the same alert with an earlier startsAt.
+    with inprocess_bridge(base_config(), f"sqlite:///{tmp_path / 'b.db'}", worker=False) as b:
+        first = payload([alert("DiskSlow", starts="2026-01-01T00:10:00Z", fingerprint="bb01", host="kvm-2")])
+        earlier = payload(
+            [alert("DiskSlow", starts="2026-01-01T00:08:30Z", fingerprint="bb01", host="kvm-2")]
+        )
+        assert b.hook.post("/webhook/alertmanager", first).json()["created"] == 1
+        resp = b.hook.post("/webhook/alertmanager", earlier).json()
+        assert resp["created"] == 0
+        [episode] = b.admin.alerts()
+        assert episode["state"] == "firing" and episode["receipts"] == 2
+        assert episode["startsAt"].startswith("2026-01-01T00:08:30")  # the earliest report wins
+        assert b.hook.post("/webhook/alertmanager", first).json()["created"] == 0  # and it stays that way
+        assert b.admin.alerts()[0]["startsAt"].startswith("2026-01-01T00:08:30")
