@@ -73,6 +73,8 @@ def exposition() -> str:
             f'novacron_vm_info{{vm_id="{vm_id}",vm_name="{name}",tenant="{tenant}",provider="kvm"}} 1'
         )
         lines.append(f'novacron_vm_cpu_utilisation_ratio{{vm_id="{vm_id}"}} {cpu}')
+    # The decision support's threshold suggestion for the one VM whose normal load is above 0.9.
+    lines.append('novacron_vm_cpu_alert_threshold_suggested_ratio{vm_id="vm-a1",reason="normal load"} 0.99')
     return "\n".join(lines) + "\n"
 
 
@@ -272,6 +274,22 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys, mutate, key) 
     path.write_text(yaml.safe_dump(config))
     assert cli(["report", "check", "--config.file", str(path)]) == 2
     assert f"invalid configuration: {key}" in capsys.readouterr().err
+
+
+def test_alert_threshold_template_lists_the_suggestions(prometheus) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11's threshold suggestions as a report: the shipped template finds the one VM that needs one."""
+    from analytics_sidecar.reports.config import PrometheusConfig
+    from analytics_sidecar.reports.data import PrometheusClient, collect
+
+    path = Path(report_cli.__file__).parent / "templates" / "alert-thresholds.yaml"
+    data = collect(
+        PrometheusClient(PrometheusConfig(prometheus.url)), load_template(path, "template"), time.time()
+    )
+    (table, chart) = data.sections[0].items
+    assert table.columns[:4] == ["vm_name", "host", "tenant", "reason"]
+    assert [row[:4] for row in table.rows] == [["web-1", "", "acme", "normal load"]]
+    assert table.rows[0][-1] == pytest.approx(0.99)
+    assert chart.series and chart.series[0].points[-1][1] == 1
 
 
 def test_shipped_template_parses() -> None:
