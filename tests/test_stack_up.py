@@ -180,3 +180,64 @@ def test_missing_binary_is_a_clear_message_not_a_traceback(tmp_path: Path, binar
     ):
         proc.start()
     assert proc.proc is None  # nothing was started, nothing to clean up
+
+
+def test_ctrl_c_stops_every_component_and_frees_every_port(tmp_path: Path) -> None:
+    """Ctrl-C in the terminal is SIGINT to `novacron up` (its children run in their own sessions)."""
+    import json
+    import os
+    import signal
+    import threading
+
+    ports = _ports()
+    cfg = tmp_path / "stack.yml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "ports": ports,
+                "libvirt": {"system_uri": "off", "demo_hosts": 1, "demo_vms_per_host": 3},
+                "analytics": {"enabled": False},
+                "metrics_api": {"enabled": False},
+            }
+        )
+    )
+    state = tmp_path / "state"
+    up = subprocess.Popen(
+        [*NOVACRON, f"--config.file={cfg}", f"--state-dir={state}", "up"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def read() -> None:
+        assert up.stdout is not None
+        for line in up.stdout:
+            lines.append(line)
+            if "stack is up" in line:
+                ready.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert ready.wait(90), "".join(lines)
+        pids = [s["pid"] for s in json.loads((state / "stack.json").read_text())["services"]]
+        assert len(pids) >= 4 and all(pids)
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=60) == 0
+        reader.join(timeout=10)
+        out = "".join(lines)
+        assert "stopping..." in out and "stack stopped" in out and "Traceback" not in out
+        assert not _any_port_held(ports), "a port is still held after Ctrl-C"
+        for pid in pids:  # every child is gone, not orphaned
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            raise AssertionError(f"process {pid} survived Ctrl-C")
+        assert not (state / "stack.json").exists()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
