@@ -236,7 +236,11 @@ def prometheus_url(value: Any, key: str = "prometheus.url") -> str:
     """An http(s) base URL without the trailing slash: a typo fails at start, not at every cycle."""
     url = str(value).rstrip("/")
     if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
-        raise ConfigError(key, f"must be an http:// or https:// URL, got {str(value)[:100]!r}")
+        shown = "a value with credentials" if "@" in url else repr(url[:100])
+        raise ConfigError(key, f"must be an http:// or https:// URL, got {shown}")
+    if "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        # The URL is logged at start and in query errors: credentials belong in the secret-backed settings.
+        raise ConfigError(key, "must not carry credentials: use prometheus.basic_auth or bearer_token_file")
     return url
 
 

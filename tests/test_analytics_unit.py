@@ -326,6 +326,7 @@ def test_config_defaults_and_errors_name_the_key(tmp_path: Path) -> None:
         "consolidation:\n  anti_affinity_label: 'a-b'\n": "consolidation.anti_affinity_label",
         "api:\n  token_file: /nonexistent/token\n": "api.token_file",
         "prometheus:\n  url: prometheus:9090\n": "prometheus.url",
+        "prometheus:\n  url: http://admin:s3cret@prometheus:9090\n": "prometheus.url",
     }
     for text, key in cases.items():
         p = tmp_path / "c.yml"
