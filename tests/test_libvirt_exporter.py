@@ -136,6 +136,7 @@ def test_bad_flags_exit_2_naming_the_flag() -> None:
     for flag, key in [
         ("--libvirt.timeout=soon", "libvirt.timeout"),
         ("--probe.max-targets=0", "probe.max-targets"),
+        ("--web.listen-address=127.0.0.1:99999", "web.listen-address"),  # werkzeug would bind 34463
     ]:
         result = subprocess.run([*EXPORTER, flag], capture_output=True, text=True, cwd=REPO, timeout=30)
         assert result.returncode == 2, result.stderr

@@ -78,6 +78,9 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"listen address must be host:port, got {address!r}")
+    if int(port) > 65535:
+        # werkzeug would silently bind port % 65536 while the log names the typo'd one.
+        raise ValueError(f"listen address port must be 0-65535, got {address!r}")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)
 
