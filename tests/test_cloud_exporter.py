@@ -105,6 +105,25 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, config: dict[str, Any
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "key"),
+    [
+        ("--web.telemetry-path=metrics", "web.telemetry-path"),
+        ("--web.listen-address=:99999", "web.listen-address"),
+    ],
+)
+def test_bad_web_flags_exit_2_naming_the_flag(
+    flag: str, key: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from exporters.cloud.main import main
+
+    example = REPO / "deploy" / "cloud-exporter" / "cloud-exporter.yml"
+    with pytest.raises(SystemExit) as exit_info:
+        main([f"--config.file={example}", flag])
+    assert exit_info.value.code == 2
+    assert f"invalid configuration: {key}:" in capsys.readouterr().err
+
+
 def test_example_config_is_valid() -> None:
     example = REPO / "deploy" / "cloud-exporter" / "cloud-exporter.yml"
     out = subprocess.run(
