@@ -58,10 +58,10 @@ def _victoria(workdir: Path, name: str, port: int, retention: str = "1d") -> Man
 
 
 def _fast_rules(workdir: Path) -> list[Path]:
-    """The VM, host and fleet rule files (the downsampled series build on the first two), every group
+    """The VM, host, fleet and SLO rule files (the downsampled series build on the first two), every group
     evaluated each second (they run at 30 s, 5 m and 1 h)."""
     paths = []
-    for name in ("vm.rules.yml", "host.rules.yml", "fleet.rules.yml"):
+    for name in ("vm.rules.yml", "host.rules.yml", "fleet.rules.yml", "slo.rules.yml"):
         rules = yaml.safe_load((REPO_ROOT / "rules" / name).read_text())
         for group in rules["groups"]:
             group["interval"] = "1s"
@@ -158,6 +158,26 @@ def test_global_view_sees_every_vm_once(cluster: Cluster) -> None:
     )
     shards = vm_query(cluster.vm_url, "count by (prometheus_shard) (last_over_time(novacron_vm_info[30s]))")
     assert {r["metric"]["prometheus_shard"] for r in shards} == {"0", "1"}
+
+
+def test_every_dashboard_query_answers_from_the_global_view(cluster: Cluster) -> None:
+    """Dashboards work unchanged against the global view: with both shards' series and rule results in
+    VictoriaMetrics, no panel query fails (e.g. a one-to-one match meeting one series per shard)."""
+    from dashboards.catalog import build_all
+    from dashboards.evaluate import Prometheus as QueryApi
+    from dashboards.evaluate import run_dashboard
+
+    api = QueryApi(cluster.vm_url)
+    # Each shard records its own copy of the SLO series: the global view holds two per SLO.
+    two_copies = "count by (slo) (last_over_time(slo:objective:ratio[30s])) == 2"
+    assert wait_until(lambda: vm_query(cluster.vm_url, two_copies), timeout=30, interval=0.5)
+    failed = [
+        f"{item.model['uid']}: {r.panel} [{r.ref_id}]: {r.error}"
+        for item in build_all()
+        for r in run_dashboard(api, item.model, scrape_interval=1.0)
+        if r.error
+    ]
+    assert not failed, failed
 
 
 def test_longterm_store_gets_recording_rule_series_only(cluster: Cluster) -> None:
