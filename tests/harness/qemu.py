@@ -21,7 +21,7 @@ def ensure_libvirtd() -> None:
     result = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise RuntimeError(
-            "libvirtd with QEMU is needed: run `make setup` (installs libvirt-daemon, "
+            "libvirtd with QEMU is needed: run `bash scripts/setup.sh` (installs libvirt-daemon, "
             f"libvirt-daemon-driver-qemu, qemu-system-x86 and prepares libvirtd): {result.stderr.strip()}"
         )
 
