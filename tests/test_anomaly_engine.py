@@ -195,5 +195,8 @@ def test_api_lists_incidents_and_rejects_bad_parameters(app: Flask) -> None:
         resp = http.get(f"/api/v1/anomalies/incidents?{bad}")
         assert resp.status_code == 400, bad
         assert bad.split("=")[0] in resp.get_json()["error"]
+    for path in ("incidents?colour=blue", "series?vmid=vm-1"):
+        resp = http.get(f"/api/v1/anomalies/{path}")
+        assert resp.status_code == 400 and path.split("?")[1].split("=")[0] in resp.get_json()["error"]
     series = http.get("/api/v1/anomalies/series?vm_id=vm-1").get_json()["data"]["series"]
     assert [s["vm_id"] for s in series] == ["vm-1"]

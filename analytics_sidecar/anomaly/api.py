@@ -55,12 +55,22 @@ def _error(status: int, message: str) -> tuple[Response, int]:
     return jsonify({"status": "error", "error": message}), status
 
 
+def _unknown_args(allowed: set[str]) -> tuple[Response, int] | None:
+    """A 400 naming unknown query parameters, as every other route of the sidecar's API answers."""
+    unknown = set(request.args) - allowed
+    if unknown:
+        return _error(400, f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
+    return None
+
+
 def _engine() -> tuple[AnomalyEngine, Callable[[], float]] | None:
     return current_app.extensions.get(EXTENSION_KEY)
 
 
 @anomaly_api.get("/api/v1/anomalies/incidents")
 def incidents() -> tuple[Response, int] | Response:
+    if bad := _unknown_args({"since", "gap", "min_score", "host", "tenant", "vm_id"}):
+        return bad
     got = _engine()
     if got is None:
         return _error(503, "anomaly engine not running yet")
@@ -87,6 +97,8 @@ def _matches(incident: dict, wanted: dict[str, str]) -> bool:
 
 @anomaly_api.get("/api/v1/anomalies/series")
 def series() -> tuple[Response, int] | Response:
+    if bad := _unknown_args({"vm_id"}):
+        return bad
     got = _engine()
     if got is None:
         return _error(503, "anomaly engine not running yet")
