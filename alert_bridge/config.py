@@ -48,8 +48,8 @@ class ChannelConfig:
 
     name: str
     type: str
-    options: Mapping[str, Any]
-    secret: str | None = None
+    options: Mapping[str, Any] = field(repr=False)  # may hold a secret URL or secret headers
+    secret: str | None = field(default=None, repr=False)
     timeout_seconds: float = 10.0
 
 
@@ -240,7 +240,16 @@ def parse_config(data: Mapping[str, Any]) -> BridgeConfig:
 
 _EMAIL_KEYS = {"type", "smtp", "from", "to", "subject_prefix", "timeout_seconds"}
 _SMTP_KEYS = {"host", "port", "starttls", "ssl", "username", "password_env", "password_file", "ca_file"}
-_WEBHOOK_KEYS = {"type", "url", "secret_env", "secret_file", "timeout_seconds", "headers"}
+_WEBHOOK_KEYS = {
+    "type",
+    "url",
+    "url_file",
+    "secret_env",
+    "secret_file",
+    "timeout_seconds",
+    "headers",
+    "secret_headers",
+}
 _SMS_KEYS = {
     "type",
     "base_url",
@@ -315,12 +324,41 @@ def _ca_file(data: Mapping[str, Any], key: str) -> str | None:
 
 def _webhook(name: str, raw: Mapping[str, Any], key: str, timeout: float) -> ChannelConfig:
     check_keys(raw, _WEBHOOK_KEYS, key)
-    url = _url(raw, "url", f"{key}.url")
+    url = _webhook_url(raw, key)
     secret = read_secret(raw.get("secret_env"), raw.get("secret_file"), key=f"{key}.secret_file")
     headers = raw.get("headers") or {}
     if not isinstance(headers, Mapping) or not all(isinstance(v, str) for v in headers.values()):
         raise ConfigError(f"{key}.headers", "must map header names to strings")
-    return ChannelConfig(name, "webhook", {"url": url, "headers": dict(headers)}, secret, timeout)
+    headers = {**headers, **_secret_headers(raw.get("secret_headers") or {}, f"{key}.secret_headers")}
+    return ChannelConfig(name, "webhook", {"url": url, "headers": headers}, secret, timeout)
+
+
+def _webhook_url(raw: Mapping[str, Any], key: str) -> str:
+    """`url`, or `url_file` for endpoints whose URL is itself the secret (Slack, Teams, Discord hooks)."""
+    if ("url" in raw) == ("url_file" in raw):
+        raise ConfigError(f"{key}.url", "give exactly one of url and url_file")
+    if "url" in raw:
+        return _url(raw, "url", f"{key}.url")
+    value = read_secret(file=str(raw["url_file"]), key=f"{key}.url_file") or ""
+    if not re.match(r"^https?://[^\s/]+", value):  # the value is a secret: never echoed
+        raise ConfigError(f"{key}.url_file", "the file must hold one http(s) URL")
+    return value.rstrip("/")
+
+
+def _secret_headers(raw: Any, key: str) -> dict[str, str]:
+    """Headers whose values are secrets (`Authorization: Bearer ...`): `{Name: {env: VAR} | {file: path}}`."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key, "must map header names to {env: VAR} or {file: path}")
+    headers = {}
+    for name, source in raw.items():
+        if not isinstance(source, Mapping):
+            raise ConfigError(f"{key}.{name}", "must be {env: VAR} or {file: path}")
+        check_keys(source, {"env", "file"}, f"{key}.{name}")
+        value = read_secret(source.get("env"), source.get("file"), key=f"{key}.{name}")
+        if not value:
+            raise ConfigError(f"{key}.{name}", "the environment variable or file is empty or missing")
+        headers[str(name)] = value
+    return headers
 
 
 def _sms(name: str, raw: Mapping[str, Any], key: str, timeout: float) -> ChannelConfig:

@@ -281,3 +281,70 @@ def test_dead_mans_switch_alarms_when_the_watchdog_stops(httpserver, sqlite_url)
         assert hook.bodies()[1]["missing"] is False
         actions = [a["action"] for a in b.admin.get("/api/v1/audit").json()]
         assert "heartbeat:missing" in actions and "heartbeat:restored" in actions
+
+
+def test_secret_webhook_url_and_headers_come_from_files_and_env(
+    httpserver, sqlite_url, tmp_path, monkeypatch
+):
+    """Slack-style hooks whose URL is the secret, and bearer headers: from a file or env, not the config."""
+    hook = Receiver()
+    httpserver.expect_request("/services/T0/B0/s3cr3t", method="POST").respond_with_handler(hook)
+    (tmp_path / "hook-url").write_text(httpserver.url_for("/services/T0/B0/s3cr3t") + "\n")
+    (tmp_path / "api-key").write_text("key-from-file\n")
+    monkeypatch.setenv("HOOK_BEARER", "Bearer from-env")
+    channel = {
+        "type": "webhook",
+        "url_file": str(tmp_path / "hook-url"),
+        "headers": {"X-Team": "ops"},
+        "secret_headers": {
+            "Authorization": {"env": "HOOK_BEARER"},
+            "X-Api-Key": {"file": str(tmp_path / "api-key")},
+        },
+    }
+    config = base_config(channels={"chat": channel}, delivery={"worker_interval_seconds": 0.05})
+    with inprocess_bridge(config, sqlite_url) as b:
+        b.hook.post("/webhook/alertmanager", payload([alert("SecretHook", host="h")]))
+        wait(lambda: len(hook.requests) >= 1)
+        headers, _ = hook.requests[0]
+        assert headers["Authorization"] == "Bearer from-env" and headers["X-Api-Key"] == "key-from-file"
+        assert headers["X-Team"] == "ops"
+        assert "s3cr3t" not in repr(b.config.channels["chat"])  # not in any repr that might be logged
+
+
+@pytest.mark.parametrize(
+    ("channel", "key"),
+    [
+        ({"type": "webhook"}, "channels.chat.url"),
+        ({"type": "webhook", "url": "http://a", "url_file": "/x"}, "channels.chat.url"),
+        ({"type": "webhook", "url_file": "/nonexistent/hook-url"}, "channels.chat.url_file"),
+        (
+            {"type": "webhook", "url": "http://a", "secret_headers": {"Authorization": "Bearer x"}},
+            "channels.chat.secret_headers.Authorization",
+        ),
+        (
+            {
+                "type": "webhook",
+                "url": "http://a",
+                "secret_headers": {"Authorization": {"env": "NOVACRON_UNSET_VAR"}},
+            },
+            "channels.chat.secret_headers.Authorization",
+        ),
+    ],
+)
+def test_secret_webhook_config_errors_name_the_key(channel, key, tmp_path):
+    from alert_bridge.config import parse_config
+    from exporters.common.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        parse_config({"channels": {"chat": channel}})
+    assert err.value.key == key
+
+
+def test_url_file_with_garbage_is_refused_without_echoing_it(tmp_path):
+    from alert_bridge.config import parse_config
+    from exporters.common.config import ConfigError
+
+    (tmp_path / "hook-url").write_text("not a url but a secret-ish token\n")
+    with pytest.raises(ConfigError) as err:
+        parse_config({"channels": {"chat": {"type": "webhook", "url_file": str(tmp_path / "hook-url")}}})
+    assert err.value.key == "channels.chat.url_file" and "secret-ish" not in str(err.value)
