@@ -30,6 +30,12 @@ from stack.postgres import PostgresCluster, postgres_dir
 from stack.servers import prometheus_config
 
 VICTORIA_BIN = "/usr/bin/victoria-metrics"
+VMALERT_BIN = "/usr/bin/vmalert"
+# Fleet-wide rule groups: they aggregate over every VM (SLO ratios, error budgets, burn-rate alerts, tenant
+# availability), so a shard, which sees only its half of the fleet, must not evaluate them. vmalert evaluates
+# them once, on the global view. Per-VM and per-host rules stay on the shards, where the raw data is.
+GLOBAL_RULE_FILES = ("slo.rules.yml",)
+GLOBAL_RULE_GROUPS = ("novacron-decisions-recording",)
 # Jobs whose targets are split between the shards; every other job is scraped by shard 0 only.
 SHARDED_JOBS = ("libvirt", "cloud")
 # Port offsets of the scale profile's extra processes, from the ports of the default profile.
@@ -41,6 +47,7 @@ SCALE_OFFSETS = {
     "analytics_peer": 1,  # second sidecar, from ports.analytics
     "postgres": 20,  # from ports.alertmanager
     "victoria_longterm": 21,  # from ports.alertmanager
+    "vmalert": 22,  # from ports.alertmanager
 }
 
 
@@ -138,6 +145,57 @@ def victoria_argv(data_dir: Path, listen: str, retention: str = "30d", dedup: st
     return argv
 
 
+def is_global_group(path: Path, group: dict[str, Any]) -> bool:
+    """Whether a rule group is fleet-wide (evaluated by vmalert on the global view, not by the shards)."""
+    return path.name in GLOBAL_RULE_FILES or group.get("name") in GLOBAL_RULE_GROUPS
+
+
+def split_rules(files: Sequence[Path], out_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(shard rule files, global rule files): a file whose groups are all on one side is used as it is; a
+    mixed file is written as two filtered copies under `out_dir` (same file name, `shard/` and `global/`)."""
+    shard: list[Path] = []
+    fleet: list[Path] = []
+    for path in files:
+        groups = (yaml.safe_load(path.read_text()) or {}).get("groups") or []
+        wide = [g for g in groups if is_global_group(path, g)]
+        if not wide:
+            shard.append(path)
+        elif len(wide) == len(groups):
+            fleet.append(path)
+        else:
+            local = [g for g in groups if not is_global_group(path, g)]
+            for side, kept, out in (("shard", local, shard), ("global", wide, fleet)):
+                copy = out_dir / side / path.name
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                copy.write_text(yaml.safe_dump({"groups": kept}, sort_keys=False))
+                out.append(copy)
+    return shard, fleet
+
+
+def vmalert_argv(
+    datasource: str,
+    notifiers: Sequence[str],
+    rules: Sequence[str | Path],
+    listen: str,
+    evaluation_interval: str = "15s",
+) -> list[str]:
+    """vmalert on the global view: queries VictoriaMetrics and writes its recording rules (and alert state)
+    back there, and sends alerts to every Alertmanager peer, like each Prometheus does."""
+    return [
+        VMALERT_BIN,
+        f"-datasource.url={datasource}",
+        f"-remoteWrite.url={datasource}",
+        # A rule reading an earlier rule's result (slo:sli_error:ratio_rate5m) lags by the flush interval.
+        "-remoteWrite.flushInterval=1s",
+        # Restores the `for:` state of pending/firing alerts after a restart from what it wrote.
+        f"-remoteRead.url={datasource}",
+        *(f"-notifier.url={url}" for url in notifiers),
+        *(f"-rule={path}" for path in rules),
+        f"-evaluationInterval={evaluation_interval}",
+        f"-httpListenAddr={listen}",
+    ]
+
+
 @dataclass
 class ScalePlan(StackPlan):
     postgres: PostgresCluster | None = None
@@ -150,6 +208,7 @@ _PORT_SOURCE = {
     "alertmanager": "alertmanager",
     "postgres": "alertmanager",
     "victoria-longterm": "alertmanager",
+    "vmalert": "alertmanager",
     "alert-bridge": "alert_bridge",
     "analytics": "analytics",
     "metrics-api": "metrics_api",
@@ -188,6 +247,7 @@ def scale_ports(cfg: StackConfig) -> dict[str, int]:
         "analytics-1": p["analytics"] + SCALE_OFFSETS["analytics_peer"],
         "postgres": p["alertmanager"] + SCALE_OFFSETS["postgres"],
         "victoria-longterm": p["alertmanager"] + SCALE_OFFSETS["victoria_longterm"],
+        "vmalert": p["alertmanager"] + SCALE_OFFSETS["vmalert"],
         "metrics-api": p["metrics_api"],
         "cloud-exporter": p["cloud_exporter"],
     }
@@ -208,7 +268,7 @@ def _am_config_for_both_bridges(bridge_urls: list[str]) -> dict[str, Any]:
 
 
 def plan_scale(cfg: StackConfig) -> ScalePlan:
-    """2 Prometheus shards, VictoriaMetrics, 2 Alertmanagers, PostgreSQL + 2 bridges, 2 analytics shards."""
+    """2 Prometheus shards, VictoriaMetrics + vmalert, 2 Alertmanagers, PostgreSQL + 2 bridges, 2 sidecars."""
     state, host = cfg.state_dir, cfg.listen_host
     state.mkdir(parents=True, exist_ok=True)
     ports = scale_ports(cfg)
@@ -295,7 +355,24 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
     am_config = _am_config_for_both_bridges(bridge_urls)
     for i in range(2):
         services.append(_alertmanager_service(cfg, i, ports, url, am_config, token_file))
-    services += _shard_services(cfg, services, ports, url)
+    shard_rules, global_rules = split_rules(rule_files(), state / "rules")
+    services.append(
+        Service(
+            name="vmalert",
+            port=ports["vmalert"],
+            ready_path="/health",
+            argv=vmalert_argv(
+                url["victoria"],
+                [url["alertmanager-0"], url["alertmanager-1"]],
+                global_rules,
+                f"{host}:{ports['vmalert']}",
+                cfg.evaluation_interval,
+            ),
+            scrape_job="vmalert",  # meta-monitoring: shard 0 scrapes it like the other shared services
+            description="vmalert (fleet-wide rules on the global view)",
+        )
+    )
+    services += _shard_services(cfg, services, ports, url, shard_rules)
     notes.append(f"global view (PromQL): {url['victoria']}  long-term: {url['victoria-longterm']}")
     notes.append(f"PostgreSQL of the bridges: 127.0.0.1:{ports['postgres']}")
     urls = {**url, "prometheus": url["prometheus-0"], "alertmanager": url["alertmanager-0"]}
@@ -340,7 +417,11 @@ def _alertmanager_service(
 
 
 def _shard_services(
-    cfg: StackConfig, services: list[Service], ports: dict[str, int], url: dict[str, str]
+    cfg: StackConfig,
+    services: list[Service],
+    ports: dict[str, int],
+    url: dict[str, str],
+    rules: Sequence[Path],
 ) -> list[Service]:
     host = cfg.listen_host
     jobs: dict[str, list[str]] = {
@@ -360,7 +441,7 @@ def _shard_services(
             2,
             url["victoria"],
             ams,
-            rule_files(),
+            rules,
             cfg.scrape_interval,
             cfg.evaluation_interval,
             longterm_url=url["victoria-longterm"],

@@ -128,3 +128,22 @@ def test_scale_profile_ports_that_clash_exit_2_naming_the_key(
     err = capsys.readouterr().err
     assert f"invalid configuration: {key}" in err and reason in err
     assert not (tmp_path / "state" / "prometheus-0").exists()  # refused before anything was written
+
+
+def test_vmalert_unit_flags_and_the_global_rules_pass_vmalert_dry_run(tmp_path: Path) -> None:
+    """The unit's flags are vmalert's (an unknown flag fails), and the fleet-wide groups the scale profile
+    splits off load in vmalert, while the shards keep every per-VM and per-host group."""
+    from stack.plan import rule_files
+    from stack.scale import split_rules
+
+    text = (DEPLOY / "systemd" / "vmalert.service").read_text()
+    exec_start = re.search(r"^ExecStart=(.*?)(?<!\\)\n", text, re.MULTILINE | re.DOTALL)
+    assert exec_start
+    argv = exec_start.group(1).replace("\\\n", " ").split()
+    assert argv[0] == "/usr/bin/vmalert"
+    shard, fleet = split_rules(rule_files(), tmp_path)
+    assert {p.name for p in fleet} == {"slo.rules.yml", "decisions.rules.yml"}
+    assert "vm.rules.yml" in {p.name for p in shard} and "decisions.rules.yml" in {p.name for p in shard}
+    flags = [a for a in argv[1:] if not a.startswith("-rule=")] + [f"-rule={p}" for p in fleet]
+    result = subprocess.run([argv[0], *flags, "-dryRun"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -24,7 +24,7 @@ from tests.fakes import aws_seed
 REGION = "ap-northeast-1"  # no other test uses it
 CLOUD_VMS = 2
 
-SPAN = 25  # the scale profile's ports all sit within base .. base+24 with the layout below
+SPAN = 26  # the scale profile's ports all sit within base .. base+25 with the layout below
 
 
 def _free_block() -> int:
@@ -73,7 +73,8 @@ def _start(
         "evaluation_interval": "1s",
         "ports": {
             "prometheus": base,  # shard 1: +1, VictoriaMetrics: +2
-            "alertmanager": base + 3,  # gossip +4; peer +13, its gossip +14; PostgreSQL +23; long-term VM +24
+            # gossip +4; peer +13, its gossip +14; PostgreSQL +23; long-term VM +24; vmalert +25
+            "alertmanager": base + 3,
             "alert_bridge": base + 5,  # peer +15
             "analytics": base + 6,  # peer +7
             "libvirt_exporter": base + 8,
@@ -141,6 +142,7 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path, moto_server
             "victoria-metrics",
             "metrics-api",
             "cloud",
+            "vmalert",
         } <= jobs
         # The cloud exporter is a sharded job (on the shard hashmod picks), the metrics API on shard 0.
         cloud = f"127.0.0.1:{base + 12}"
@@ -184,12 +186,28 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path, moto_server
 
         assert wait_until(lambda: any(":" in n for n in longterm_names()), timeout=30), longterm_names()
         assert [n for n in longterm_names() if ":" not in n] == []
+        _check_fleet_rules_evaluated_once_on_the_global_view(base)
         status = subprocess.run([*cmd, "status"], capture_output=True, text=True, check=False)
         assert status.returncode == 0, status.stdout
         assert "alert-bridge-1" in status.stdout and "victoria-metrics" in status.stdout
     finally:
         _stop(proc, state)
     assert not port_in_use("127.0.0.1", base + 23), "PostgreSQL still runs after the stack stopped"
+
+
+def _check_fleet_rules_evaluated_once_on_the_global_view(base: int) -> None:
+    """vmalert, not the shards, records the SLO series: one copy per SLO in VictoriaMetrics, unsharded."""
+    url = f"http://127.0.0.1:{base + 2}/api/v1/query"
+
+    def objectives() -> list[dict]:
+        resp = requests.get(url, params={"query": "last_over_time(slo:objective:ratio[1m])"}, timeout=10)
+        return list(resp.json()["data"]["result"])
+
+    # The SLO groups run every 30 s; vmalert starts each group within one interval.
+    assert wait_until(lambda: len(objectives()) >= 4, timeout=90, interval=1), objectives()
+    slos = [r["metric"]["slo"] for r in objectives()]
+    assert len(slos) == len(set(slos)), slos
+    assert all("prometheus_shard" not in r["metric"] for r in objectives()), objectives()
 
 
 def _check_metrics_api_reads_global_view(base: int, state: Path) -> None:

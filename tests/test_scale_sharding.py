@@ -2,7 +2,8 @@
 runs as an HA pair of identical replicas merged by `-dedup.minScrapeInterval`. The global view sees every VM
 once; the long-term store gets only recording-rule series; a VictoriaMetrics outage of a minute, with one
 replica of the pair killed in the middle of it, leaves no gap and no duplicate sample once the store is back;
-a killed shard loses only its own targets."""
+a killed shard loses only its own targets. The fleet-wide rules (SLOs, tenant availability) run once, in
+vmalert on the global view: one copy of each `slo:*` series, computed over both shards' VMs."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ import yaml
 
 from stack.plan import REPO_ROOT
 from stack.processes import ManagedProcess, free_port, wait_until
-from stack.scale import hashmod, shard_config, victoria_argv
+from stack.scale import hashmod, shard_config, split_rules, victoria_argv, vmalert_argv
 from stack.servers import Prometheus
-from tests.harness import libvirt_exporter, test_driver_hosts
+from tests.harness import libvirt_exporter, start_alertmanager, test_driver_hosts
 
 HOSTS, VMS = 4, 12
 OUTAGE_SECONDS = 60  # the issue: VictoriaMetrics down for a minute
@@ -38,6 +39,7 @@ class Cluster:
     longterm_url: str
     workdir: Path
     started: float  # when every shard was ready
+    vmalert_url: str
 
 
 def _ports_covering_both_shards() -> list[int]:
@@ -58,10 +60,10 @@ def _victoria(workdir: Path, name: str, port: int, retention: str = "1d") -> Man
 
 
 def _fast_rules(workdir: Path) -> list[Path]:
-    """The VM, host, fleet and SLO rule files (the downsampled series build on the first two), every group
-    evaluated each second (they run at 30 s, 5 m and 1 h)."""
+    """The VM, host, fleet, SLO and decision rule files (the downsampled series build on the first two), every
+    group evaluated each second (they run at 30 s, 5 m and 1 h)."""
     paths = []
-    for name in ("vm.rules.yml", "host.rules.yml", "fleet.rules.yml", "slo.rules.yml"):
+    for name in ("vm.rules.yml", "host.rules.yml", "fleet.rules.yml", "slo.rules.yml", "decisions.rules.yml"):
         rules = yaml.safe_load((REPO_ROOT / "rules" / name).read_text())
         for group in rules["groups"]:
             group["interval"] = "1s"
@@ -112,27 +114,39 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         libvirt_exporter(workdir, uri, port=port, name=f"libvirt-{i}")
         for i, (uri, port) in enumerate(zip(uris, ports, strict=True))
     ]
-    vm_port, longterm_port = free_port(), free_port()
+    vm_port, longterm_port, vmalert_port = free_port(), free_port(), free_port()
     vm = _victoria(workdir, "victoria", vm_port)
     longterm = _victoria(workdir, "victoria-longterm", longterm_port, "2y")
     vm_url, longterm_url = f"http://127.0.0.1:{vm_port}", f"http://127.0.0.1:{longterm_port}"
-    rules = _fast_rules(workdir)
+    shard_rules, global_rules = split_rules(_fast_rules(workdir), workdir / "split")
+    vmalert_url = f"http://127.0.0.1:{vmalert_port}"
     shards: dict[str, Prometheus] = {}
     stores = [vm, longterm]
+    others = []
     try:
         for proc in [*exporters, vm, longterm]:
             proc.start()
         for name, shard in (("0a", 0), ("0b", 0), ("1", 1)):
             config = shard_config(
-                {"libvirt": addresses}, shard, 2, vm_url, rules=rules, scrape_interval="1s",
+                {"libvirt": addresses}, shard, 2, vm_url, rules=shard_rules, scrape_interval="1s",
                 evaluation_interval="1s", longterm_url=longterm_url,
             )  # fmt: skip
             shards[name] = Prometheus(workdir / f"shard-{name}", config).start()
-        cluster = Cluster(exporters, addresses, shards, vm, vm_url, longterm_url, workdir, time.time())
+        am_config = {"route": {"receiver": "null"}, "receivers": [{"name": "null"}]}
+        others.append(start_alertmanager(workdir, am_config))
+        argv = vmalert_argv(vm_url, [others[0].url], global_rules, f"127.0.0.1:{vmalert_port}", "1s")
+        others.append(
+            ManagedProcess(
+                "vmalert", argv, workdir / "vmalert.log", ready_url=f"{vmalert_url}/health"
+            ).start()
+        )
+        cluster = Cluster(
+            exporters, addresses, shards, vm, vm_url, longterm_url, workdir, time.time(), vmalert_url
+        )
         yield cluster
         stores.append(cluster.vm)  # the outage test restarted the store: a new process to stop
     finally:
-        for proc in [*shards.values(), *stores, *exporters]:
+        for proc in [*others, *shards.values(), *stores, *exporters]:
             proc.stop()
 
 
@@ -168,9 +182,8 @@ def test_every_dashboard_query_answers_from_the_global_view(cluster: Cluster) ->
     from dashboards.evaluate import run_dashboard
 
     api = QueryApi(cluster.vm_url)
-    # Each shard records its own copy of the SLO series: the global view holds two per SLO.
-    two_copies = "count by (slo) (last_over_time(slo:objective:ratio[30s])) == 2"
-    assert wait_until(lambda: vm_query(cluster.vm_url, two_copies), timeout=30, interval=0.5)
+    # vmalert records the SLO series once, on the global view (the shards no longer evaluate them).
+    assert wait_until(lambda: vm_query(cluster.vm_url, "slo:objective:ratio"), timeout=30, interval=0.5)
     failed = [
         f"{item.model['uid']}: {r.panel} [{r.ref_id}]: {r.error}"
         for item in build_all()
@@ -178,6 +191,45 @@ def test_every_dashboard_query_answers_from_the_global_view(cluster: Cluster) ->
         if r.error
     ]
     assert not failed, failed
+
+
+def test_fleet_wide_rules_run_once_in_vmalert_over_the_whole_fleet(cluster: Cluster) -> None:
+    # The split: the shards load no SLO or tenant group, vmalert exactly those.
+    for prom in cluster.shards.values():
+        groups = requests.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        names = {g["name"] for g in groups}
+        assert names and not {n for n in names if "slo" in n or n == "novacron-decisions-recording"}, names
+    objectives = "last_over_time(slo:objective:ratio[30s])"
+    assert wait_until(lambda: len(vm_query(cluster.vm_url, objectives)) >= 4, timeout=30, interval=0.5)
+    rows = vm_query(cluster.vm_url, objectives)
+    slos = [r["metric"]["slo"] for r in rows]
+    assert len(slos) == len(set(slos)), rows  # one copy per SLO, not one per shard
+    assert not [r for r in rows if "prometheus_shard" in r["metric"]], rows
+    # The VM availability SLI covers both shards' VMs: it equals the same ratio over the whole global view.
+    fleet = (
+        "sum((novacron_vm_state == bool 0) + (novacron_vm_state == bool 2) + (novacron_vm_state == bool 6))"
+        " / count(novacron_vm_state != 5)"
+    )
+    assert len(vm_query(cluster.vm_url, "count by (vm_id) (novacron_vm_state != 5)")) == HOSTS * VMS
+    sli = 'last_over_time(slo:sli_error:ratio{slo="vm-availability"}[30s])'
+    # vmalert's results reach the store through its remote write (flushed each second): wait for them.
+    assert wait_until(lambda: vm_query(cluster.vm_url, sli), timeout=30, interval=0.5)
+    recorded = vm_query(cluster.vm_url, sli)
+    assert len(recorded) == 1, recorded
+    assert float(recorded[0]["value"][1]) == pytest.approx(
+        float(vm_query(cluster.vm_url, fleet)[0]["value"][1])
+    )
+    tenants = "count by (tenant) (last_over_time(tenant:novacron_vm_available:ratio[30s]))"
+    assert wait_until(lambda: vm_query(cluster.vm_url, tenants), timeout=90, interval=1)
+    assert all(r["value"][1] == "1" for r in vm_query(cluster.vm_url, tenants))
+    # vmalert evaluates every group without error (its alerts reach the Alertmanager it was given).
+    groups = requests.get(f"{cluster.vmalert_url}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    assert {g["name"] for g in groups} >= {"novacron-slo-vm-availability", "novacron-decisions-recording"}
+    errors = [
+        (g["name"], r["name"], r["lastError"]) for g in groups for r in g["rules"] if r.get("lastError")
+    ]
+    assert not errors, errors
+    assert _self_metric(cluster.vmalert_url, "vmalert_alerts_send_errors_total") == 0
 
 
 def test_longterm_store_gets_recording_rule_series_only(cluster: Cluster) -> None:
