@@ -42,6 +42,19 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ManagedPro
         yield proc
 
 
+@pytest.fixture(scope="module")
+def moto(moto_server: ManagedProcess) -> Iterator[ManagedProcess]:
+    """The session's moto server with credentials in the env for the AWS SDK's chain (moto accepts any key).
+
+    Each module uses regions no other module seeds, so the shared server needs no reset."""
+    from tests.fakes import aws_seed
+
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in aws_seed.CREDS_ENV.items():
+            mp.setenv(k, v)
+        yield moto_server
+
+
 @pytest.fixture
 def smtp_server() -> Iterator[SmtpSink]:
     with start_smtp() as sink:

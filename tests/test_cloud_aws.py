@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,15 +27,6 @@ OTHER = "eu-central-1"
 PERIOD = 60
 # A fixed "now" aligned so the late-data arithmetic is exact: end of the query range = NOW - 60.
 NOW = math.floor(__import__("time").time() / 3600) * 3600 - 3600 + 30
-
-
-@pytest.fixture(scope="module")
-def moto(moto_server: ManagedProcess) -> Iterator[ManagedProcess]:
-    """The session's moto server (regions here are used by no other test), with credentials in the env."""
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in aws_seed.CREDS_ENV.items():
-            mp.setenv(k, v)
-        yield moto_server
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -25,14 +23,6 @@ from tests.fakes import aws_seed
 from tests.harness import ManagedProcess
 
 REGION = "ca-central-1"  # no other test seeds this region on the shared moto server
-
-
-@pytest.fixture(scope="module")
-def moto(moto_server: ManagedProcess) -> Iterator[ManagedProcess]:
-    with pytest.MonkeyPatch.context() as mp:
-        for k, v in aws_seed.CREDS_ENV.items():
-            mp.setenv(k, v)
-        yield moto_server
 
 
 def _info(refresher: TargetRefresher) -> dict[str, dict[str, str]]:
