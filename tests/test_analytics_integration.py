@@ -83,6 +83,9 @@ def build_history(now: float, tmp: Path) -> tuple[Path, dict[str, dict[str, floa
     _vm(om, ts, "vm-growing", growth + 0.01 * rng.standard_normal(ts.size), 2, 4 * GIB, 0.5 * ones)
     _vm(om, ts, "vm-steady", 0.3 + 0.005 * rng.standard_normal(ts.size), 2, 4 * GIB, 0.4 * ones)
     # KVM: six VMs on three hosts, 4 vCPUs / 8 GiB each, using half a core and 1 GiB; two share a group.
+    # kvm-vm-0 and kvm-vm-3 share kvm-0 and a tiny common wobble (±0.01 core): noisy neighbours, nothing else
+    # about them changes; the others are flat, so no other pair correlates.
+    wobble = 0.002 * np.random.default_rng(11).standard_normal(ts.size)
     for i in range(6):
         host = f"kvm-{i % 3}"
         group = "db" if i < 2 else ""
@@ -90,7 +93,7 @@ def build_history(now: float, tmp: Path) -> tuple[Path, dict[str, dict[str, floa
             om,
             ts,
             f"kvm-vm-{i}",
-            0.125 * ones,
+            0.125 * ones + (wobble if i in (0, 3) else 0.0),
             4,
             8 * GIB,
             0.125 * ones,
@@ -305,6 +308,21 @@ def test_consolidation_respects_anti_affinity(stack: dict) -> None:
     assert _value(prom, 'novacron_consolidation_savings_per_month{currency="USD"}') == 600
     placed = prom.wait_for('novacron_vm_consolidation_target_host{vm_id=~"kvm-vm-[01]"}')
     assert len({r["metric"]["host"] for r in placed}) == 2
+
+
+def test_noisy_neighbours_scraped_back_and_served(stack: dict) -> None:
+    prom = stack["prom"]
+    pair = 'novacron_vm_neighbour_cpu_correlation{vm_id="kvm-vm-0",neighbour_vm_id="kvm-vm-3",host="kvm-0"}'
+    assert _value(prom, pair) > 0.95
+    found = prom.wait_for("novacron_vm_neighbour_cpu_correlation")
+    assert {(r["metric"]["vm_id"], r["metric"]["neighbour_vm_id"]) for r in found} == {
+        ("kvm-vm-0", "kvm-vm-3"),
+        ("kvm-vm-3", "kvm-vm-0"),
+    }  # flat VMs and VMs on other hosts are never paired
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = requests.get(f"{stack['url']}/api/v1/neighbours", headers=auth, timeout=10).json()
+    served = {(n["vm_id"], n["neighbour_vm_id"]) for n in body["neighbours"]}
+    assert served == {("kvm-vm-0", "kvm-vm-3"), ("kvm-vm-3", "kvm-vm-0")}
 
 
 def test_efficiency_and_self_metrics(stack: dict) -> None:
