@@ -116,6 +116,15 @@ def _time_arg(name: str) -> float | None:
         raise ApiError(400, str(exc)) from None
 
 
+def _until_arg() -> float | None:
+    """`until` is inclusive: a time as the API shows it (milliseconds) covers its whole millisecond."""
+    value = _time_arg("until")
+    text = request.args.get("until", "")
+    if value is not None and not text.replace(".", "", 1).lstrip("-").isdigit():
+        value += 0.000999  # the store keeps sub-millisecond times; the shown value is rounded down
+    return value
+
+
 def _int_arg(name: str, default: int, maximum: int) -> int:
     value = request.args.get(name)
     if value is None:
@@ -217,7 +226,7 @@ def create_app(ctx: AppContext) -> Flask:
             alertname=request.args.get("alertname") or None,
             severity=request.args.get("severity") or None,
             since=_time_arg("since"),
-            until=_time_arg("until"),
+            until=_until_arg(),
             limit=_int_arg("limit", 500, 10_000),
             offset=_int_arg("offset", 0, 10_000_000),
         )
@@ -288,7 +297,7 @@ def create_app(ctx: AppContext) -> Flask:
             queries.list_audit(
                 bridge.db,
                 since=_time_arg("since"),
-                until=_time_arg("until"),
+                until=_until_arg(),
                 labels=queries.label_filters(request.args.getlist("label")),
                 actor=request.args.get("actor") or None,
                 action=request.args.get("action") or None,

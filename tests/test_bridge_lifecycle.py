@@ -232,6 +232,9 @@ def test_audit_by_time_range_and_out_of_range_ids(tmp_path):
         earlier = b.admin.get("/api/v1/audit", params={"until": first + 0.001}).json()
         assert earlier and all(parse_time(a["at"], "at") <= first for a in earlier)
         assert not any(a["action"].startswith("note") for a in earlier)
+        # A time pasted as the API shows it covers its whole millisecond: the record shown at it is included.
+        shown = b.admin.get("/api/v1/audit", params={"until": trail[-1]["at"]}).json()
+        assert trail[-1]["id"] in {a["id"] for a in shown}
         resp = b.admin.get("/api/v1/audit", params={"since": "yesterday"})
         assert resp.status_code == 400 and "since" in resp.json()["error"]
         # An id beyond any 64-bit row id is simply not found (not a storage error, not a retry).
