@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from stack.postgres import postgres_dir
 from stack.processes import ProcessError, port_in_use, wait_until
 from stack.scale import hashmod
 from tests.fakes import aws_seed
+from tests.harness import free_port_block
 
 REGION = "ap-northeast-1"  # no other test uses it
 CLOUD_VMS = 2
@@ -29,13 +29,7 @@ SPAN = 26  # the scale profile's ports all sit within base .. base+25 with the l
 
 def _free_block() -> int:
     """A base port with SPAN free ports after it."""
-    for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            base = sock.getsockname()[1]
-        if base + SPAN < 65000 and not any(port_in_use("127.0.0.1", base + i) for i in range(SPAN)):
-            return int(base)
-    raise AssertionError("no block of free ports")
+    return free_port_block(SPAN)
 
 
 def _targets(url: str) -> list[dict]:

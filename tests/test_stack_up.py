@@ -12,19 +12,17 @@ import pytest
 import requests
 import yaml
 
-from stack.processes import ManagedProcess, ProcessError, free_port
+from stack.processes import ManagedProcess, ProcessError
+from tests.harness import free_port_block
 
 NOVACRON = [sys.executable, "-m", "stack.cli"]
 
 
 def _ports() -> dict[str, int]:
+    """The stack's ports from one block (the demo hosts take 3 consecutive exporter ports at the end)."""
     names = ("prometheus", "alertmanager", "alert_bridge", "analytics", "metrics_api", "cloud_exporter")
-    base = {n: free_port() for n in names}
-    # The demo hosts take consecutive ports from libvirt_exporter on: find a free run of three.
-    while True:
-        start = free_port()
-        if all(_free(start + i) for i in range(3)):
-            return {**base, "libvirt_exporter": start}
+    start = free_port_block(len(names) + 3)
+    return {**{n: start + i for i, n in enumerate(names)}, "libvirt_exporter": start + len(names)}
 
 
 def _free(port: int) -> bool:
@@ -64,6 +62,8 @@ def test_up_brings_every_target_up_then_down_stops_everything(tmp_path: Path) ->
             if targets and all(t["health"] == "up" for t in targets):
                 break
             time.sleep(1)
+        if not targets and up.poll() is not None:
+            pytest.fail(f"novacron up exited {up.returncode}:\n{up.communicate()[0]}")
         jobs = {t["labels"]["job"] for t in targets}  # type: ignore[index]
         assert {
             "prometheus",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import shutil
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +79,28 @@ def libvirt_exporter(
     )
 
 
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive loopback ports that bind now, below the kernel's ephemeral range.
+
+    Stacks started with a base port and fixed offsets (`novacron up`) need a run of ports; ephemeral ones can
+    be taken by any outgoing connection between this check and the bind, ports under 32768 cannot."""
+    rng = random.Random()
+    for _ in range(500):
+        start = rng.randrange(20000, 32768 - size)
+        if all(_bindable(p) for p in range(start, start + size)):
+            return start
+    raise RuntimeError(f"no {size} consecutive free ports between 20000 and 32768")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def test_driver_fleet(
     tmp_dir: Path, n_domains: int = 100, n_hosts: int = 1, seed: int = 0, shutoff_every: int = 0
 ) -> str:
@@ -112,6 +136,7 @@ __all__ = [
     "SmtpSink",
     "ensure_libvirtd",
     "free_port",
+    "free_port_block",
     "http_ok",
     "libvirt_exporter",
     "remove_stale_guests",
