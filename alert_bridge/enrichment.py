@@ -17,7 +17,6 @@ costs one timeout, not one per message).
 
 from __future__ import annotations
 
-import calendar
 import logging
 import math
 import threading
@@ -28,6 +27,7 @@ from typing import Any
 
 import requests
 
+from alert_bridge.payload import PayloadError, parse_time
 from exporters.common.config import ConfigError, check_keys, read_secret
 
 log = logging.getLogger(__name__)
@@ -337,9 +337,8 @@ def _iso(ts: Any) -> str | None:
 
 
 def _epoch(iso: Any) -> float | None:
-    if not isinstance(iso, str) or len(iso) < 19:
-        return None
+    """The alert's startsAt through the bridge's own RFC 3339 parser; None when absent or unreadable."""
     try:
-        return float(calendar.timegm(time.strptime(iso[:19], "%Y-%m-%dT%H:%M:%S")))
-    except ValueError:
+        return parse_time(iso, "startsAt")
+    except PayloadError:
         return None
