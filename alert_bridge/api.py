@@ -138,6 +138,7 @@ def create_app(ctx: AppContext) -> Flask:
     app = Flask("alert_bridge", template_folder=str(Path(__file__).parent / "templates"))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.secret_key = ctx.bridge.config.session_secret or __import__("secrets").token_hex(32)
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"  # the UI's session cookie is not sent on cross-site posts
     bridge = ctx.bridge
 
     @app.before_request

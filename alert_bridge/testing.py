@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sys
 import threading
@@ -173,6 +174,15 @@ def pg_database(server_url: str) -> str:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return server_url.rsplit("/", 1)[0] + "/" + name
+
+
+def ui_sign_in(browser: requests.Session, url: str, token: str) -> requests.Response:
+    """Sign a browser session in through the UI's login form (with its form token), as a person would."""
+    form = browser.get(f"{url}/ui/login", timeout=10).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    return browser.post(
+        f"{url}/ui/login", data={"token": token, "csrf": csrf.group(1) if csrf else ""}, timeout=10
+    )
 
 
 def wait(check: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:

@@ -39,6 +39,11 @@ def register_ui(app: Flask, ctx: Any) -> None:
         token_id = session.get("tid")
         return ctx.tokens.by_id(token_id) if isinstance(token_id, int) else None
 
+    def form_token_ok(key: str) -> bool:
+        """The form carries the token this session was given (so another site cannot post it for the user)."""
+        expected = session.get(key, "")
+        return bool(expected) and hmac.compare_digest(request.form.get("csrf", ""), expected)
+
     def login_required(role: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
             @wraps(fn)
@@ -48,10 +53,8 @@ def register_ui(app: Flask, ctx: Any) -> None:
                     return redirect(url_for("ui_login"))
                 if not who.can(role):
                     abort(403)
-                if request.method == "POST":
-                    sent = request.form.get("csrf", "")
-                    if not hmac.compare_digest(sent, session.get("csrf", "")):
-                        abort(400, "stale form, reload the page")
+                if request.method == "POST" and not form_token_ok("csrf"):
+                    abort(400, "stale form, reload the page")
                 return fn(who, *args, **kwargs)
 
             return wrapper
@@ -66,8 +69,12 @@ def register_ui(app: Flask, ctx: Any) -> None:
 
     @app.route("/ui/login", methods=["GET", "POST"])
     def ui_login() -> Any:
+        # A login form token too: without it another site could sign the user in under its own token.
+        session.setdefault("login_csrf", secrets.token_urlsafe(24))
         error = ""
         if request.method == "POST":
+            if not form_token_ok("login_csrf"):
+                abort(400, "stale form, reload the page")
             who = ctx.tokens.authenticate(request.form.get("token", "").strip())
             if who is not None and who.can("viewer"):
                 return sign_in(who)
@@ -95,6 +102,8 @@ def register_ui(app: Flask, ctx: Any) -> None:
 
     @app.post("/ui/logout")
     def ui_logout() -> Any:
+        if current() is not None and not form_token_ok("csrf"):
+            abort(400, "stale form, reload the page")
         session.clear()
         return redirect(url_for("ui_login"))
 

@@ -34,6 +34,7 @@ from alert_bridge.testing import (
     alert,
     bridge_process,
     payload,
+    ui_sign_in,
     wait,
 )
 from analytics_sidecar.config import load_config
@@ -190,7 +191,7 @@ def test_email_webhook_and_alert_detail_carry_the_likely_cause(
             detail = wait(lambda: admin.get(f"/api/v1/alerts/{row['id']}").json().get("context"))
             assert detail["likelyCause"]["vm_id"] == "kvm-1" and detail["incident"] == context["incident"]
             browser = requests.Session()
-            assert browser.post(f"{bridge.url}/ui/login", data={"token": ADMIN_TOKEN}, timeout=10).ok
+            assert ui_sign_in(browser, bridge.url, ADMIN_TOKEN).ok
             page = browser.get(f"{bridge.url}/ui/alerts/{row['id']}", timeout=10).text
             assert "Likely cause" in page and "host kvm-1 cpu" in page and "vm-b" in page
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from alert_bridge.testing import ADMIN_TOKEN, alert, base_config, inprocess_bridge, payload
+from alert_bridge.testing import ADMIN_TOKEN, alert, base_config, inprocess_bridge, payload, ui_sign_in
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -49,8 +49,8 @@ def test_ui_forms_ack_and_note_with_csrf(tmp_path):
         _seed(b)
         browser = requests.Session()
         assert browser.get(f"{b.url}/ui", allow_redirects=False).status_code == 302  # not signed in
-        assert browser.post(f"{b.url}/ui/login", data={"token": "wrong"}).status_code == 401
-        page = browser.post(f"{b.url}/ui/login", data={"token": ADMIN_TOKEN})
+        assert ui_sign_in(browser, b.url, "wrong").status_code == 401
+        page = ui_sign_in(browser, b.url, ADMIN_TOKEN)
         assert page.status_code == 200 and "HostDown" in page.text and "DiskFull" in page.text
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
         host_down = next(a for a in b.admin.alerts() if a["alertname"] == "HostDown")
@@ -70,6 +70,27 @@ def test_ui_forms_ack_and_note_with_csrf(tmp_path):
         filtered = browser.get(f"{b.url}/ui", params={"state": "firing", "label": "host=kvm-02"}).text
         alerts_table = filtered.split('id="incidents"')[0]
         assert "DiskFull" in alerts_table and "HostDown" not in alerts_table
+
+
+def test_ui_login_and_logout_need_the_form_token(tmp_path):
+    """Another site can neither sign a user in under its own token nor sign them out (login/logout CSRF)."""
+    with inprocess_bridge(base_config(), f"sqlite:///{tmp_path / 'b.db'}", worker=False) as b:
+        forged = requests.Session()  # a cross-site post: no form token from this session's login page
+        resp = forged.post(f"{b.url}/ui/login", data={"token": ADMIN_TOKEN}, allow_redirects=False)
+        assert resp.status_code == 400
+        assert forged.get(f"{b.url}/ui", allow_redirects=False).status_code == 302  # still signed out
+
+        browser = requests.Session()
+        page = ui_sign_in(browser, b.url, ADMIN_TOKEN)
+        assert page.status_code == 200 and "Sign out" in page.text
+        assert "SameSite=Lax" in page.history[0].headers["Set-Cookie"]
+        assert browser.post(f"{b.url}/ui/logout", allow_redirects=False).status_code == 400
+        assert browser.get(f"{b.url}/ui", allow_redirects=False).status_code == 200  # still signed in
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        assert (
+            browser.post(f"{b.url}/ui/logout", data={"csrf": csrf}, allow_redirects=False).status_code == 302
+        )
+        assert browser.get(f"{b.url}/ui", allow_redirects=False).status_code == 302  # signed out
 
 
 def test_ui_in_headless_chromium_with_screenshot(tmp_path):
@@ -111,7 +132,7 @@ def test_ui_form_redirects_only_to_ui_paths(tmp_path):
     with inprocess_bridge(base_config(), f"sqlite:///{tmp_path / 'b.db'}", worker=False) as b:
         _seed(b)
         browser = requests.Session()
-        page = browser.post(f"{b.url}/ui/login", data={"token": ADMIN_TOKEN})
+        page = ui_sign_in(browser, b.url, ADMIN_TOKEN)
         csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
         alert_id = b.admin.alerts()[0]["id"]
         note = f"{b.url}/ui/alerts/{alert_id}/note"

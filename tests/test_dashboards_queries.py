@@ -515,8 +515,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, moto_server: ManagedProcess)
             "slo:error_budget_remaining:ratio",
             'ALERTS{alertstate="firing"}',
             "alertmanager_cluster_members",
-            "novacron_bridge_notifications_total",
-            "novacron_bridge_delivery_latency_seconds_bucket",
+            # The bridge's counters appear with its first delivery; the panels rate() them, which needs two
+            # samples inside the window, not just one.
+            "rate(novacron_bridge_notifications_total[10s])",
+            "rate(novacron_bridge_delivery_latency_seconds_bucket[10s])",
             "rate(novacron_cloud_api_throttled_total[1m])",
             "host:novacron_host_cpu_utilisation:ratio",
         ):
