@@ -130,8 +130,11 @@ def shard_config(
     return config
 
 
-def victoria_argv(data_dir: Path, listen: str, retention: str = "30d", dedup: str = "") -> list[str]:
-    """VictoriaMetrics single node; `dedup` (the scrape interval) merges the samples of HA replica pairs."""
+def victoria_argv(
+    data_dir: Path, listen: str, retention: str = "30d", dedup: str = "", scrape_config: Path | None = None
+) -> list[str]:
+    """VictoriaMetrics single node; `dedup` (the scrape interval) merges the samples of HA replica pairs;
+    `scrape_config` makes it scrape too (the long-term store federating the fleet-wide rules' series)."""
     argv = [
         VICTORIA_BIN,
         f"-storageDataPath={data_dir}",
@@ -142,7 +145,40 @@ def victoria_argv(data_dir: Path, listen: str, retention: str = "30d", dedup: st
     ]
     if dedup:
         argv.append(f"-dedup.minScrapeInterval={dedup}")
+    if scrape_config is not None:
+        argv.append(f"-promscrape.config={scrape_config}")
     return argv
+
+
+def recorded_names(files: Sequence[Path]) -> list[str]:
+    """The series names that the recording rules of `files` write."""
+    names = set()
+    for path in files:
+        for group in (yaml.safe_load(path.read_text()) or {}).get("groups") or []:
+            names.update(str(rule["record"]) for rule in group.get("rules") or [] if "record" in rule)
+    return sorted(names)
+
+
+def longterm_federation(global_url: str, names: Sequence[str], interval: str) -> dict[str, Any]:
+    """Scrape config of the long-term store: the fleet-wide rules' series from the global view's /federate.
+
+    vmalert writes to one store only (the global view), so the long-term store pulls the `slo:*` and
+    `tenant:*` series from there, while the shards' own recording rules reach it by remote_write.
+    """
+    scheme, _, address = global_url.rpartition("://")
+    return {
+        "scrape_configs": [
+            {
+                "job_name": "federate-global-rules",
+                "scrape_interval": interval,
+                "honor_labels": True,  # keep the series' own labels (slo, tenant), not the scrape's
+                "metrics_path": "/federate",
+                "params": {"match[]": [f'{{__name__=~"{"|".join(names)}"}}']},
+                "scheme": scheme or "http",
+                "static_configs": [{"targets": [address]}],
+            }
+        ]
+    }
 
 
 def is_global_group(path: Path, group: dict[str, Any]) -> bool:
@@ -288,12 +324,21 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
         )
     )
     longterm = f"{host}:{ports['victoria-longterm']}"
+    shard_rules, global_rules = split_rules(rule_files(), state / "rules")
+    federation = state / "victoria-longterm-scrape.yml"
+    federation.write_text(
+        yaml.safe_dump(
+            longterm_federation(url["victoria"], recorded_names(global_rules), cfg.evaluation_interval)
+        )
+    )
     services.append(
         Service(
             name="victoria-metrics-longterm",
             port=ports["victoria-longterm"],
             ready_path="/health",
-            argv=victoria_argv(state / "victoria-longterm", longterm, "2y", cfg.scrape_interval),
+            argv=victoria_argv(
+                state / "victoria-longterm", longterm, "2y", cfg.scrape_interval, scrape_config=federation
+            ),
             scrape_job="victoria-metrics",
             description="VictoriaMetrics (long-term: recording rules only)",
         )
@@ -355,7 +400,6 @@ def plan_scale(cfg: StackConfig) -> ScalePlan:
     am_config = _am_config_for_both_bridges(bridge_urls)
     for i in range(2):
         services.append(_alertmanager_service(cfg, i, ports, url, am_config, token_file))
-    shard_rules, global_rules = split_rules(rule_files(), state / "rules")
     services.append(
         Service(
             name="vmalert",

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from stack.scale import shard_relabel
+from tests.harness.tls import self_signed_cert
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "scale"
 SHARDS = sorted((DEPLOY / "prometheus").glob("prometheus-shard-*.yml"))
@@ -147,3 +148,35 @@ def test_vmalert_unit_flags_and_the_global_rules_pass_vmalert_dry_run(tmp_path: 
     flags = [a for a in argv[1:] if not a.startswith("-rule=")] + [f"-rule={p}" for p in fleet]
     result = subprocess.run([argv[0], *flags, "-dryRun"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_longterm_federation_file_is_valid_and_lists_every_fleet_wide_series(tmp_path: Path) -> None:
+    """The long-term store's scrape config parses in VictoriaMetrics, and its match[] names exactly the series
+    that the fleet-wide rule groups record (else a new SLO rule would never reach the long-term store)."""
+    from stack.plan import rule_files
+    from stack.scale import VICTORIA_BIN, recorded_names, split_rules
+
+    path = DEPLOY / "victoria-metrics" / "longterm-scrape.yml"
+    unit = (DEPLOY / "systemd" / "victoria-metrics-longterm.service").read_text()
+    assert "-promscrape.config=/etc/novacron/victoria-metrics/longterm-scrape.yml" in unit
+    # The dry run reads the CA and password files: point a copy at stand-ins.
+    cert, _key = self_signed_cert(tmp_path)
+    (tmp_path / "password").write_text("secret\n")
+    copy = tmp_path / "longterm-scrape.yml"
+    copy.write_text(
+        path.read_text()
+        .replace("/etc/novacron/tls/ca.pem", str(cert))
+        .replace(
+            "/run/credentials/victoria-metrics-longterm.service/victoria.password", str(tmp_path / "password")
+        )
+    )
+    result = subprocess.run(
+        [VICTORIA_BIN, f"-promscrape.config={copy}", "-promscrape.config.dryRun"],
+        capture_output=True, text=True, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    (job,) = yaml.safe_load(path.read_text())["scrape_configs"]
+    (match,) = job["params"]["match[]"]
+    _, fleet = split_rules(rule_files(), tmp_path)
+    assert match == '{__name__=~"' + "|".join(recorded_names(fleet)) + '"}'
+    assert job["honor_labels"] is True and "password" not in job["basic_auth"]

@@ -20,7 +20,15 @@ import yaml
 
 from stack.plan import REPO_ROOT
 from stack.processes import ManagedProcess, free_port, wait_until
-from stack.scale import hashmod, shard_config, split_rules, victoria_argv, vmalert_argv
+from stack.scale import (
+    hashmod,
+    longterm_federation,
+    recorded_names,
+    shard_config,
+    split_rules,
+    victoria_argv,
+    vmalert_argv,
+)
 from stack.servers import Prometheus
 from tests.harness import libvirt_exporter, start_alertmanager, test_driver_hosts
 
@@ -50,10 +58,12 @@ def _ports_covering_both_shards() -> list[int]:
             return ports
 
 
-def _victoria(workdir: Path, name: str, port: int, retention: str = "1d") -> ManagedProcess:
+def _victoria(
+    workdir: Path, name: str, port: int, retention: str = "1d", scrape_config: Path | None = None
+) -> ManagedProcess:
     return ManagedProcess(
         name,
-        victoria_argv(workdir / f"{name}-data", f"127.0.0.1:{port}", retention, "1s"),
+        victoria_argv(workdir / f"{name}-data", f"127.0.0.1:{port}", retention, "1s", scrape_config),
         workdir / f"{name}.log",
         ready_url=f"http://127.0.0.1:{port}/health",
     )
@@ -115,10 +125,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for i, (uri, port) in enumerate(zip(uris, ports, strict=True))
     ]
     vm_port, longterm_port, vmalert_port = free_port(), free_port(), free_port()
-    vm = _victoria(workdir, "victoria", vm_port)
-    longterm = _victoria(workdir, "victoria-longterm", longterm_port, "2y")
     vm_url, longterm_url = f"http://127.0.0.1:{vm_port}", f"http://127.0.0.1:{longterm_port}"
     shard_rules, global_rules = split_rules(_fast_rules(workdir), workdir / "split")
+    federation = workdir / "longterm-scrape.yml"
+    federation.write_text(yaml.safe_dump(longterm_federation(vm_url, recorded_names(global_rules), "1s")))
+    vm = _victoria(workdir, "victoria", vm_port)
+    longterm = _victoria(workdir, "victoria-longterm", longterm_port, "2y", federation)
     vmalert_url = f"http://127.0.0.1:{vmalert_port}"
     shards: dict[str, Prometheus] = {}
     stores = [vm, longterm]
@@ -243,10 +255,32 @@ def test_longterm_store_gets_recording_rule_series_only(cluster: Cluster) -> Non
         return shards == {"0", "1"} and any(n.endswith("_avg5m") for n in names())
 
     assert wait_until(fleet_and_downsampled_from_both_shards, timeout=30, interval=0.5), names()
-    assert [n for n in names() if ":" not in n] == [], "raw series reached the long-term store"
+    # Raw series stay out; the federation scrape's own `up` and `scrape_*` series are its health, kept.
+    raw = [n for n in names() if ":" not in n and n != "up" and not n.startswith("scrape_")]
+    assert raw == [], "raw series reached the long-term store"
+    jobs = vm_query(cluster.longterm_url, "count by (job) (last_over_time({__name__!~'.+:.+'}[1m]))")
+    assert {r["metric"]["job"] for r in jobs} <= {"federate-global-rules"}, jobs
     # ... while the global view has both the raw series and the recording rules.
     assert vm_query(cluster.vm_url, "count(last_over_time(novacron_vm_info[30s]))")
     assert vm_query(cluster.vm_url, f"last_over_time({RECORDED}[30s])")
+
+
+def test_longterm_store_keeps_the_fleet_wide_slo_series(cluster: Cluster) -> None:
+    """vmalert writes the SLO series to the global view only; the long-term store federates them from there,
+    once per SLO (no shard label), so SLO history outlives the global view's 30 days."""
+
+    def objectives() -> list[dict]:
+        return vm_query(cluster.longterm_url, "last_over_time(slo:objective:ratio[30s])")
+
+    assert wait_until(objectives, timeout=30, interval=0.5)
+    rows = objectives()
+    slos = [r["metric"]["slo"] for r in rows]
+    assert len(slos) == len(set(slos)) > 0, rows
+    assert all("prometheus_shard" not in r["metric"] for r in rows), rows
+    chained = "last_over_time(slo:sli_error:ratio_rate5m[30s])"  # a rule on a rule: a flush later
+    assert wait_until(lambda: vm_query(cluster.longterm_url, chained), timeout=30, interval=0.5)
+    names = requests.get(f"{cluster.longterm_url}/api/v1/label/__name__/values", timeout=10).json()["data"]
+    assert "ALERTS" not in names and "ALERTS_FOR_STATE" not in names  # only the recorded series
 
 
 def _check_no_gap_no_duplicate(series: dict, start: float, end: float) -> None:
