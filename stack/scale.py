@@ -152,7 +152,7 @@ def victoria_argv(
 
 def recorded_names(files: Sequence[Path]) -> list[str]:
     """The series names that the recording rules of `files` write."""
-    names = set()
+    names: set[str] = set()
     for path in files:
         for group in (yaml.safe_load(path.read_text()) or {}).get("groups") or []:
             names.update(str(rule["record"]) for rule in group.get("rules") or [] if "record" in rule)
