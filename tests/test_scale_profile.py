@@ -173,13 +173,16 @@ def test_scale_profile_starts_and_every_target_is_up(tmp_path: Path, moto_server
         total = 20 + CLOUD_VMS
         assert wait_until(lambda: sum(analysed()) == total and 0 not in analysed(), timeout=60), analysed()
 
-        # The long-term VictoriaMetrics receives the recording-rule series of both shards, nothing raw.
+        # The long-term VictoriaMetrics receives the recording-rule series of both shards and the fleet-wide
+        # SLO series (federated from the global view), nothing raw but its federation scrape's own health.
         def longterm_names() -> list[str]:
             url = f"http://127.0.0.1:{base + 24}/api/v1/label/__name__/values"
             return list(requests.get(url, timeout=10).json()["data"])
 
         assert wait_until(lambda: any(":" in n for n in longterm_names()), timeout=30), longterm_names()
-        assert [n for n in longterm_names() if ":" not in n] == []
+        assert wait_until(lambda: "slo:objective:ratio" in longterm_names(), timeout=60), longterm_names()
+        raw = [n for n in longterm_names() if ":" not in n and n != "up" and not n.startswith("scrape_")]
+        assert raw == []
         _check_fleet_rules_evaluated_once_on_the_global_view(base)
         status = subprocess.run([*cmd, "status"], capture_output=True, text=True, check=False)
         assert status.returncode == 0, status.stdout
