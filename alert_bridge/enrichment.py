@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from cachetools import LRUCache, TTLCache
 
 from alert_bridge.payload import PayloadError, parse_time
 from exporters.common.config import ConfigError, check_keys, read_secret
 
+CACHE_ENTRIES = 10_000  # VMs whose context (and single-flight lock) is kept
 log = logging.getLogger(__name__)
 
 CONTEXT_ACTION = "context:anomaly"  # audit action that keeps the context shown with the alert
@@ -125,8 +127,11 @@ class Enricher:
         self.config = config
         self.on_failure = on_failure
         self.clock = clock
-        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        # Bounded, so a storm over many VMs evicts the oldest entries instead of growing without end.
+        self._cache: TTLCache[str, list[dict[str, Any]]] = TTLCache(
+            CACHE_ENTRIES, config.cache_seconds, timer=clock
+        )
+        self._locks: LRUCache[str, threading.Lock] = LRUCache(CACHE_ENTRIES)
         self._lock = threading.Lock()
         self._down_until: dict[str, float] = {}
         self._local = threading.local()
@@ -162,15 +167,13 @@ class Enricher:
         with self._lock:
             lock = self._locks.setdefault(vm_id, threading.Lock())
         with lock:  # single flight: concurrent deliveries of one alert make one request
-            now = self.clock()
-            cached = self._cache.get(vm_id)
-            if cached is not None and cached[0] > now:
-                return cached[1]
+            with self._lock:
+                cached = self._cache.get(vm_id)
+            if cached is not None:
+                return cached
             incidents = self._from_every_shard(vm_id)
             with self._lock:
-                if len(self._cache) > 10_000:  # a storm over many VMs: start over rather than grow
-                    self._cache.clear()
-                self._cache[vm_id] = (self.clock() + self.config.cache_seconds, incidents)
+                self._cache[vm_id] = incidents
             return incidents
 
     def _from_every_shard(self, vm_id: str) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from cachetools import LRUCache
 from sqlalchemy import bindparam, select, update
 
 from alert_bridge.channels import Channel, DeliveryError, render_message
@@ -83,7 +84,8 @@ class Worker:
         self.channels = channels
         self.metrics = metrics
         self.enricher = enricher
-        self._context_recorded: set[tuple[int, str]] = set()
+        # (alert, incident) pairs whose context is in the history; bounded: a repeat only adds a history line.
+        self._context_recorded: LRUCache[tuple[int, str], bool] = LRUCache(10_000)
         cfg = bridge.config
         self.breakers = {name: Breaker(cfg.breaker_failures, cfg.breaker_reset_seconds) for name in channels}
         self._stop = threading.Event()
@@ -234,9 +236,7 @@ class Worker:
         if context and alert_id is not None:
             key = (int(alert_id), str(context.get("incident")))
             if key not in self._context_recorded:
-                if len(self._context_recorded) > 10_000:  # a repeat after this only adds a history line
-                    self._context_recorded.clear()
-                self._context_recorded.add(key)
+                self._context_recorded[key] = True
                 try:
                     self.bridge.record_context(int(alert_id), context)
                 except Exception as exc:  # the notification matters more than its history line

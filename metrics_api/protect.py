@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
+
+from cachetools import TTLCache
 
 
 class ResultCache:
@@ -20,36 +21,24 @@ class ResultCache:
         self, ttl_seconds: float, max_entries: int, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.ttl = ttl_seconds
-        self.max_entries = max_entries
-        self._clock = clock
-        self._data: OrderedDict[tuple[Any, ...], tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._data: TTLCache[tuple[Any, ...], Any] | None = (
+            TTLCache(max_entries, ttl_seconds, timer=clock) if ttl_seconds > 0 else None
+        )
+        self._lock = threading.Lock()  # cachetools' caches are not thread-safe
 
     def get(self, key: tuple[Any, ...]) -> Any | None:
-        if self.ttl <= 0:
+        if self._data is None:
             return None
         with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            expires, value = item
-            if expires < self._clock():
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return value
+            return self._data.get(key)
 
     def put(self, key: tuple[Any, ...], value: Any) -> None:
-        if self.ttl <= 0:
-            return
-        with self._lock:
-            self._data[key] = (self._clock() + self.ttl, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
+        if self._data is not None:
+            with self._lock:
+                self._data[key] = value
 
     def __len__(self) -> int:
-        return len(self._data)
+        return 0 if self._data is None else len(self._data)
 
 
 class RateLimiter:
