@@ -15,10 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stack.processes import ManagedProcess, free_port, wait_until
 from stack.snmp_module import generate
+from tests.harness.tls import self_signed_cert
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "deploy" / "snmp" / "oids.yml"
 COMMUNITY = "novacron-test-ro"
+AUTH = ("prometheus", "change-me")  # the shipped web config's user (its hash is of "change-me")
 
 
 def _free_udp_port() -> int:
@@ -27,9 +29,21 @@ def _free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _scrape(url: str) -> dict[str, list]:
-    text = requests.get(url, timeout=20).text
+def _scrape(url: str, ca: Path) -> dict[str, list]:
+    # verify per request: a Session's verify loses to REQUESTS_CA_BUNDLE when that is set.
+    text = requests.get(url, timeout=20, auth=AUTH, verify=str(ca)).text
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def _web_config(tmp_path: Path) -> Path:
+    """The shipped web config (TLS, bcrypt user `prometheus` / "change-me"), its credential paths pointed at a
+    throw-away certificate."""
+    cert, key = self_signed_cert(tmp_path)
+    shipped = (REPO / "deploy" / "scale" / "web-config" / "snmp-exporter.yml").read_text()
+    creds = "/run/credentials/prometheus-snmp-exporter.service"
+    path = tmp_path / "web-config.yml"
+    path.write_text(shipped.replace(f"{creds}/tls.crt", str(cert)).replace(f"{creds}/tls.key", str(key)))
+    return path
 
 
 def test_generated_module_scrapes_a_real_snmpd(tmp_path: Path) -> None:
@@ -52,15 +66,19 @@ def test_generated_module_scrapes_a_real_snmpd(tmp_path: Path) -> None:
         [
             "/usr/bin/prometheus-snmp-exporter",
             f"--config.file={snmp_yml}",
+            f"--web.config.file={_web_config(tmp_path)}",
             f"--web.listen-address=127.0.0.1:{port}",
         ],
         tmp_path / "snmp-exporter.log",
-        ready_url=f"http://127.0.0.1:{port}/metrics",
     )
-    url = f"http://127.0.0.1:{port}/snmp?module=novacron_host&target=127.0.0.1:{udp}"
+    # As deployed: TLS and basic auth (deploy/snmp/prometheus-scrape.yml scrapes it so).
+    ca = tmp_path / "tls.crt"
+    url = f"https://127.0.0.1:{port}/snmp?module=novacron_host&target=127.0.0.1:{udp}"
     with snmpd.start(), exporter.start():
-        assert wait_until(lambda: "memTotalReal" in _scrape(url), timeout=20), snmpd.log_tail()
-        got = _scrape(url)
+        assert wait_until(lambda: "memTotalReal" in _scrape(url, ca), timeout=20), snmpd.log_tail()
+        anonymous = requests.get(url, timeout=20, verify=str(ca))
+        assert anonymous.status_code == 401 and "memTotalReal" not in anonymous.text
+        got = _scrape(url, ca)
         lo = [s for s in got["ifHCInOctets"] if s.labels.get("ifDescr") == "lo"]
         assert lo and lo[0].labels["ifName"] == "lo" and lo[0].value >= 0
         assert got["memTotalReal"][0].value > 0
@@ -69,7 +87,9 @@ def test_generated_module_scrapes_a_real_snmpd(tmp_path: Path) -> None:
         assert got["sysUpTime"][0].value > 0
         assert got["snmp_scrape_pdus_returned"][0].value > 20
         # A wrong community gets nothing: the agent stays silent and the scrape fails.
-        wrong = requests.get(url.replace("novacron_host", "wrong_community"), timeout=20)
+        wrong = requests.get(
+            url.replace("novacron_host", "wrong_community"), timeout=20, auth=AUTH, verify=str(ca)
+        )
         assert "memTotalReal" not in wrong.text
 
 
