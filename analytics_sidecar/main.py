@@ -6,6 +6,8 @@ import argparse
 import importlib
 import sys
 
+from exporters.common.cli import run_subcommand
+
 # Each module provides `register(subparsers)`, which adds its subcommand and sets `func` on its parser.
 SUBCOMMAND_MODULES: list[str] = [
     "analytics_sidecar.anomaly.nab",
@@ -28,12 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+    return run_subcommand(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from dashboards.catalog import Built, build_all
 from dashboards.sdk import dump
+from exporters.common.cli import run_subcommand
 
 PROG = "novacron-dashboards"
 REPO_GENERATED = Path(__file__).resolve().parent / "generated"
@@ -206,13 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
-        return int(args.func(args))
+        return run_subcommand(build_parser(), argv)
     except ValueError as exc:  # a bad tenant name and the like: a usage error, not a crash
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2

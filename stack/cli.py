@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from exporters.common.cli import run_subcommand
 from exporters.common.config import ConfigError, exit_config_error
 from stack.config import load_stack_config
 from stack.processes import http_ok
@@ -130,12 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+    return run_subcommand(build_parser(), argv)
 
 
 if __name__ == "__main__":

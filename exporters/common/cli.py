@@ -1,4 +1,4 @@
-"""Command-line flags every exporter shares, named as Prometheus tools name them."""
+"""Command-line flags every exporter shares, named as Prometheus tools name them; subcommand dispatch."""
 
 from __future__ import annotations
 
@@ -37,3 +37,12 @@ def setup_logging(level: str) -> None:
         stream=sys.stderr,
         format="ts=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)r",
     )
+
+
+def run_subcommand(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse `argv` and run the chosen subcommand's `func`; without a subcommand print help and return 2."""
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
