@@ -22,7 +22,7 @@ from analytics_sidecar.decisions.scaling import _Track
 from analytics_sidecar.decisions.wiring import attach, holds_decision_lease
 from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, wait_until
-from tests.harness import libvirt_exporter, start_prometheus, test_driver_fleet
+from tests.harness import fleet_prometheus, test_driver_fleet
 from tests.test_decisions_chain import start_all, stop_all
 
 TOKEN = "sharding-decisions-token"
@@ -161,21 +161,9 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
         yaml.safe_dump({"api": {"token_file": str(tmp_path / "token")}, "analysis": {"lookback": "1h"}})
     )
     ports = [free_port(), free_port()]
-    exporter = libvirt_exporter(tmp_path, uri)
-    procs: list[Any] = [exporter.start()]
+    exporter, prom = fleet_prometheus(tmp_path, uri, VMS, ports)
+    procs: list[Any] = [exporter, prom]
     try:
-        prom = start_prometheus(
-            tmp_path,
-            [
-                {
-                    "job_name": "libvirt",
-                    "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}],
-                },
-                {"job_name": "analytics", "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]},
-            ],
-        )
-        procs.append(prom)
-        prom.wait_for("novacron_vm_info", predicate=lambda r: len(r) == VMS)
         sidecars = [_sidecar(tmp_path, prom.url, i, ports[i]) for i in range(2)]
         procs += sidecars
         start_all(sidecars)

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from analytics_sidecar.shard_lease import adopted
 from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, wait_until
-from tests.harness import libvirt_exporter, start_prometheus, test_driver_fleet
+from tests.harness import fleet_prometheus, test_driver_fleet
 
 VMS = 24
 
@@ -56,21 +56,9 @@ def _sidecar(tmp: Path, prom_url: str, index: int, port: int) -> ManagedProcess:
 def test_two_sidecars_cover_the_fleet_once_and_take_over(tmp_path: Path) -> None:
     uri = test_driver_fleet(tmp_path, VMS, seed=3)
     ports = [free_port(), free_port()]
-    exporter = libvirt_exporter(tmp_path, uri)
-    procs: list = [exporter.start()]
+    exporter, prom = fleet_prometheus(tmp_path, uri, VMS, ports)
+    procs: list = [exporter, prom]
     try:
-        prom = start_prometheus(
-            tmp_path,
-            [
-                {
-                    "job_name": "libvirt",
-                    "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}],
-                },
-                {"job_name": "analytics", "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]},
-            ],
-        )
-        procs.append(prom)
-        prom.wait_for("novacron_vm_info", predicate=lambda r: len(r) == VMS)
         sidecars = [_sidecar(tmp_path, prom.url, i, ports[i]).start() for i in range(2)]
         procs += sidecars
 

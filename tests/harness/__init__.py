@@ -79,6 +79,36 @@ def libvirt_exporter(
     )
 
 
+def fleet_prometheus(
+    tmp_dir: Path, uri: str, vms: int, sidecar_ports: Sequence[int]
+) -> tuple[ManagedProcess, Prometheus]:
+    """A started libvirt exporter for `uri` and a Prometheus that scrapes it (job `libvirt`) and the analytics
+    sidecars to come on `sidecar_ports` (job `analytics`), returned once all `vms` VMs are in Prometheus."""
+    exporter = libvirt_exporter(tmp_dir, uri).start()
+    prom: Prometheus | None = None
+    try:
+        prom = start_prometheus(
+            tmp_dir,
+            [
+                {
+                    "job_name": "libvirt",
+                    "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}],
+                },
+                {
+                    "job_name": "analytics",
+                    "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in sidecar_ports]}],
+                },
+            ],
+        )
+        prom.wait_for("novacron_vm_info", predicate=lambda r: len(r) == vms)
+        return exporter, prom
+    except BaseException:
+        for proc in (prom, exporter):
+            if proc is not None:
+                proc.stop()
+        raise
+
+
 def free_port_block(size: int) -> int:
     """The first of `size` consecutive loopback ports that bind now, below the kernel's ephemeral range.
 
@@ -135,6 +165,7 @@ __all__ = [
     "QemuGuest",
     "SmtpSink",
     "ensure_libvirtd",
+    "fleet_prometheus",
     "free_port",
     "free_port_block",
     "http_ok",
