@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytest_httpserver import HTTPServer
 
 from tests.harness import (
     Alertmanager,
@@ -16,6 +17,7 @@ from tests.harness import (
     Prometheus,
     QemuGuest,
     SmtpSink,
+    free_port,
     remove_stale_guests,
     start_alertmanager,
     start_moto,
@@ -53,6 +55,18 @@ def moto(moto_server: ManagedProcess) -> Iterator[ManagedProcess]:
         for k, v in aws_seed.CREDS_ENV.items():
             mp.setenv(k, v)
         yield moto_server
+
+
+@pytest.fixture(scope="module")
+def webhook() -> Iterator[HTTPServer]:
+    """An HTTP receiver standing in for the alert bridge's Alertmanager webhook (answers every POST "ok")."""
+    server = HTTPServer(host="127.0.0.1", port=free_port())
+    server.expect_request("/webhook/alertmanager", method="POST").respond_with_data("ok")
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporters.cloud.collector import CloudCollector
 from exporters.cloud.config import parse_config
+from exporters.cloud.model import Provider, Target
 from exporters.cloud.providers.aws import AwsProvider
 from exporters.cloud.refresh import TargetRefresher
 from exporters.cloud.resilience import Backoff, CircuitBreaker
@@ -65,8 +66,8 @@ def provider(moto: ManagedProcess, **extra: Any) -> AwsProvider:
     return p
 
 
-def refresher(p: AwsProvider, region: str = REGION, now: float = NOW, **kw: Any) -> TargetRefresher:
-    target = next(t for t in p.targets() if t.region == region)
+def refresher_for(p: Provider, target: Target, now: float, seed: int, **kw: Any) -> TargetRefresher:
+    """A refresher on a fixed clock that never sleeps (any provider): fast retries, a breaker after 2."""
     return TargetRefresher(
         p,
         target,
@@ -76,8 +77,12 @@ def refresher(p: AwsProvider, region: str = REGION, now: float = NOW, **kw: Any)
         stale_after=10_000,
         clock=lambda: now,
         sleep=lambda _s: None,
-        rng=random.Random(1),
+        rng=random.Random(seed),
     )
+
+
+def refresher(p: AwsProvider, region: str = REGION, now: float = NOW, **kw: Any) -> TargetRefresher:
+    return refresher_for(p, next(t for t in p.targets() if t.region == region), now, 1, **kw)
 
 
 def scrape(*refreshers: TargetRefresher, now: float = NOW) -> dict[str, list[Any]]:

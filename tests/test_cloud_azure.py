@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,9 +13,8 @@ from exporters.cloud.config import parse_config
 from exporters.cloud.model import Target
 from exporters.cloud.providers.azure import AzureProvider
 from exporters.cloud.refresh import TargetRefresher
-from exporters.cloud.resilience import Backoff, CircuitBreaker
 from tests.fakes.azure_metrics import AzureFake, StaticTokenCredential
-from tests.test_cloud_aws import scrape, values
+from tests.test_cloud_aws import refresher_for, scrape, values
 
 SUB = "00000000-0000-0000-0000-00000000aaaa"
 SUB2 = "00000000-0000-0000-0000-00000000bbbb"  # VM sizes tests: VMs seeded per test, apart from SUB's
@@ -56,17 +54,7 @@ def provider(fake: AzureFake, **extra: Any) -> AzureProvider:
 
 
 def refresher(p: AzureProvider, now: float = NOW, target: Target | None = None) -> TargetRefresher:
-    return TargetRefresher(
-        p,
-        target or p.targets()[0],
-        prices={},
-        backoff=Backoff(0.01, 0.05, 4),
-        breaker=CircuitBreaker(2, 3600),
-        stale_after=10_000,
-        clock=lambda: now,
-        sleep=lambda _s: None,
-        rng=random.Random(2),
-    )
+    return refresher_for(p, target or p.targets()[0], now, 2)
 
 
 def test_discovery_paged_filtered_by_region_and_tags(fake: AzureFake) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -14,9 +13,8 @@ from exporters.cloud.config import parse_config
 from exporters.cloud.providers.gcp import GcpProvider
 from exporters.cloud.providers.gcp_machine_types import MachineSize, resolve
 from exporters.cloud.refresh import TargetRefresher
-from exporters.cloud.resilience import Backoff, CircuitBreaker
 from tests.fakes.gcp_monitoring import GcpMonitoringFake
-from tests.test_cloud_aws import scrape, values
+from tests.test_cloud_aws import refresher_for, scrape, values
 
 PROJECT = "novacron-test"
 GIB = 1024**3
@@ -76,17 +74,7 @@ def provider(fake: GcpMonitoringFake, **extra: Any) -> GcpProvider:
 
 
 def refresher(p: GcpProvider, now: float = NOW) -> TargetRefresher:
-    return TargetRefresher(
-        p,
-        p.targets()[0],
-        prices={},
-        backoff=Backoff(0.01, 0.05, 4),
-        breaker=CircuitBreaker(2, 3600),
-        stale_after=10_000,
-        clock=lambda: now,
-        sleep=lambda _s: None,
-        rng=random.Random(3),
-    )
+    return refresher_for(p, p.targets()[0], now, 3)
 
 
 def test_discovery_from_metric_labels_and_normalised_values(fake: GcpMonitoringFake) -> None:

@@ -16,7 +16,6 @@ import requests
 import yaml
 from pytest_httpserver import HTTPServer
 
-from stack.processes import free_port
 from stack.rules_cmd import RULES_DIR
 from stack.servers import Alertmanager
 
@@ -102,17 +101,6 @@ def shipped_config_for(receiver_url: str) -> dict[str, Any]:
             assert hook["url"].startswith(BRIDGE_URL)
             hook["url"] = receiver_url + hook["url"][len(BRIDGE_URL) :]
     return config
-
-
-@pytest.fixture(scope="module")
-def webhook() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=free_port())
-    server.expect_request("/webhook/alertmanager", method="POST").respond_with_data("ok")
-    server.start()
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
 
 
 @pytest.fixture(scope="module")

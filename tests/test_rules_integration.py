@@ -24,17 +24,6 @@ BRIDGE_URL = "http://127.0.0.1:9095"
 
 
 @pytest.fixture(scope="module")
-def webhook() -> Iterator[HTTPServer]:
-    server = HTTPServer(host="127.0.0.1", port=free_port())
-    server.expect_request("/webhook/alertmanager", method="POST").respond_with_data("ok")
-    server.start()
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, webhook: HTTPServer) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("rules-integration")
     uri = test_driver_fleet(tmp, n_domains=N_DOMAINS, n_hosts=1, seed=7, shutoff_every=SHUTOFF_EVERY)
