@@ -138,3 +138,46 @@ def test_no_second_alarm_inside_the_suppression_window_in_time() -> None:
     assert outs[first].alarm
     assert not outs[second].alarm and outs[second].score < params.threshold
     assert outs[third].alarm
+
+
+def spiky(days: int, seed: int = 12) -> list[tuple[float, float]]:
+    """Tweet-like counts: a low noisy level (10 ± 1); a burst to 200 on the first day sets the range."""
+    rng = random.Random(seed)
+    out = [(T0 + i * STEP, 10.0 + rng.gauss(0, 1.0)) for i in range(days * DAY_POINTS)]
+    burst = DAY_POINTS // 2
+    out[burst : burst + 3] = [(t, 200.0) for t, _ in out[burst : burst + 3]]
+    return out
+
+
+def test_shape_categories_know_the_usual_window_and_flag_a_new_shape() -> None:
+    from analytics_sidecar.anomaly.detector import _Shape
+
+    params = DetectorParams()
+    pts = spiky(6)
+    at = 5 * DAY_POINTS
+    pts[at : at + 36] = [(t, 40.0) for t, _ in pts[at : at + 36]]  # three hours at a level inside the range
+    shape, last, seen = _Shape(params), None, []
+    for i, (t, x) in enumerate(pts):
+        if shape.update(t, x, 0.0 if last is None else t - last, 10.0):
+            seen.append((i, shape.mismatch))
+        last = t
+    usual = [m for i, m in seen if 3 * DAY_POINTS <= i < at]
+    new = [m for i, m in seen if at <= i < at + 36]
+    assert max(usual) < params.shape_gate  # windows of the usual level fit a learned category closely
+    assert max(new) >= params.shape_gate  # the plateau fits none: the gate lets an alarm through
+    assert shape.n < 100  # one category per distinct shape, not per window
+
+
+def test_shape_gate_holds_a_small_bump_of_a_familiar_shape_and_passes_a_new_one() -> None:
+    pts = spiky(8)
+    bump, plateau = 5 * DAY_POINTS, 7 * DAY_POINTS
+    pts[bump : bump + 12] = [
+        (t, x + 8.0) for t, x in pts[bump : bump + 12]
+    ]  # an hour 8 sigma up, 4 % of range
+    pts[plateau : plateau + 36] = [(t, 40.0) for t, _ in pts[plateau : plateau + 36]]
+    ungated = run(pts, DetectorParams(shape_k=0))
+    gated = run(pts)
+    assert any(o.alarm for o in ungated[bump : bump + 36])  # the likelihood does alarm on the bump
+    assert not any(o.alarm for o in gated[bump : bump + 36])
+    hits = [i - plateau for i in range(plateau, plateau + 60) if gated[i].alarm]
+    assert hits and hits[0] <= 24  # within two hours of the start: the armed alarm waits for the shape

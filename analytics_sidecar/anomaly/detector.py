@@ -3,7 +3,9 @@
 Every `update(t, x)` uses only points up to t. Each component's surprise becomes a raw score in [0, 1] that is
 calibrated by its own anomaly-likelihood step (how unusual the recent raw scores are against their history, in
 the manner of Numenta's anomaly likelihood); a value beyond the whole range seen so far (by a tolerance)
-scores 1 (range novelty, as in Numenta's NAB detector); the score is the largest of these, made sparse: after
+scores 1 (range novelty, as in Numenta's NAB detector); the score is the largest of these. A likelihood alarm
+stands only when the shape of the last hours (a window of downsampled values) fits no category a fuzzy ART
+network has learned closely (the shape gate); range novelty is not gated. The score is made sparse: after
 an alarm (score at or above `threshold`) scores are held below the threshold for `suppress_s` seconds. The
 whole object pickles, so per-series state survives restarts.
 """
@@ -15,6 +17,8 @@ from array import array
 from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
+
+import numpy as np
 
 DAY = 86400.0
 WEEK = 7 * DAY
@@ -54,6 +58,19 @@ class DetectorParams:
     spatial_warmup: int = 150  # points before the range check speaks
     suppress_s: float = 64800.0  # >0: the suppression window in seconds (18 h) instead of points
     use: str = "rcesh"  # components: r robust, c change point, e EWMA, s seasonal, h half-space trees
+    # Shape gate: fuzzy ART over windows of the last shape_k downsampled values; shape_k 0 disables the gate.
+    shape_k: int = 16
+    shape_bin_s: float = 1800.0  # downsampling: one value (the bin's extreme) per this many seconds
+    # Vigilance: a window joins (and widens) a category matching it at least this well; above 1 - 1/shape_k,
+    # so a window off a category by the whole range in a single bin (a spike) never joins it.
+    shape_rho: float = 0.95
+    shape_alpha: float = 0.001  # choice parameter
+    shape_beta: float = 1.0  # learning rate (1: fast learning)
+    shape_chomp: float = 0.0  # bin values within this fraction of the range of the median count as it
+    shape_warmup: int = 100  # bins learned before the gate applies
+    shape_gate: float = 0.025  # a likelihood alarm needs a window matching no category better than 1 - this
+    shape_gate_s: float = 7200.0  # ... within this many seconds of the likelihood's crossing
+    shape_cap: int = 512  # at most this many categories (then new windows stay novel, learned no more)
 
 
 @dataclass
@@ -186,6 +203,110 @@ class _Likelihood:
         return min(max(score, 0.0), 1.0)
 
 
+class _Shape:
+    """Shape novelty: fuzzy ART over windows of the last k downsampled values, causal.
+
+    Fuzzy ART (Carpenter, Grossberg & Rosen 1991, "Fuzzy ART: fast stable learning and categorization of
+    analog patterns"): input I = (a, 1 - a) (complement coding, |I| = k), categories w_j; choice
+    T_j = |I ^ w_j| / (alpha + |w_j|); resonance when the match |I ^ w_j| / |I| >= rho (vigilance), searching
+    categories by decreasing T_j; learning w_j <- beta (I ^ w_j) + (1 - beta) w_j; no resonance: a new
+    category w = I. With complement coding a category is a box [u_j, v_j] (w_j = (u_j, 1 - v_j)), so
+    |w_j| = k - |v_j - u_j| and |I ^ w_j| = k - |max(v_j, a) - min(u_j, a)|; learning moves u_j toward
+    min(u_j, a) and v_j toward max(v_j, a). The boxes are kept in raw units and measured in units of the range
+    seen so far (running min/max of the downsampled values), so a widening range re-normalises every category
+    at once: no knowledge of the series' future range or length (which ARTime's NAB wrapper passes in) is
+    needed. Downsampling as ARTime: per bin of `bin_s` seconds (time, not points) the bin's value farthest
+    from a moving average, so spikes survive; optionally values near the running median (within `chomp` of
+    the range) count as the median.
+    """
+
+    def __init__(self, p: DetectorParams) -> None:
+        self.k = p.shape_k
+        self.p = p
+        self.window: deque[float] = deque(maxlen=p.shape_k)
+        self.bin: list[float] = []
+        self.bin_start: float | None = None
+        self.avg: float | None = None
+        self.lo, self.hi = math.inf, -math.inf
+        self.w = np.zeros((0, 2 * p.shape_k))  # categories, complement coded in raw units (below)
+        self.buf = np.empty_like(self.w)
+        self.wsum = np.zeros(0)
+        self.n = 0  # categories in use
+        self.bins = 0
+        self.mismatch = 0.0  # last closed bin: 1 - the best match (0 before a full window)
+        self.novel = False  # the last closed bin created a category
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["w"], state["wsum"] = self.w[: self.n].copy(), self.wsum[: self.n].copy()
+        del state["buf"]  # scratch space
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.buf = np.empty_like(self.w)
+
+    def update(self, t: float, x: float, dt: float, med: float) -> bool:
+        """Add a point; when it closes a bin, categorise the window and return True."""
+        p = self.p
+        if self.bin_start is None:
+            self.bin_start = t
+        self.bin.append(x)
+        if (t - self.bin_start) + dt < p.shape_bin_s * 0.999:
+            return False
+        vals = self.bin
+        mean = sum(vals) / len(vals)
+        self.avg = mean if self.avg is None else 0.5 * (self.avg + mean)
+        hi, lo = max(vals), min(vals)
+        b = hi if abs(hi - self.avg) >= abs(lo - self.avg) else lo
+        self.bin = []
+        self.bin_start = None
+        self.lo, self.hi = min(self.lo, b), max(self.hi, b)
+        rng = self.hi - self.lo
+        if abs(b - med) < p.shape_chomp * rng:
+            b = min(max(med, self.lo), self.hi)
+        self.window.append(b)
+        self.bins += 1
+        self.novel = False
+        self.mismatch = 0.0
+        if len(self.window) == self.k and rng > 0:
+            self._categorise(np.fromiter(self.window, float, self.k), rng)
+        return True
+
+    def _categorise(self, a: np.ndarray, rng: float) -> None:
+        p, k, n = self.p, self.k, self.n
+        # Complement coding in raw units: W_j = (u_j, -v_j), I = (a, -a); in the normalised terms of the
+        # docstring |I ^ w_j| = k + sum(min(W_j, I)) / range and |w_j| = k + sum(W_j) / range.
+        inp = np.concatenate((a, -a))
+        if n:
+            w = self.w[:n]
+            common = np.minimum(w, inp, out=self.buf[:n]).sum(axis=1)  # times the range, as wsum
+            best = float(common.max())
+            self.mismatch = -best / (k * rng)  # 1 - the best match |I ^ w_j| / |I|
+            need = (p.shape_rho - 1.0) * k * rng  # resonance: the match is at least rho
+            if best >= need:
+                fit = np.flatnonzero(common >= need)
+                j = int(fit[0])
+                if len(fit) > 1:  # choice among the categories that resonate (times the range)
+                    choice = (k * rng + common[fit]) / ((p.shape_alpha + k) * rng + self.wsum[fit])
+                    j = int(fit[choice.argmax()])
+                w[j] += p.shape_beta * (np.minimum(w[j], inp) - w[j])
+                self.wsum[j] = w[j].sum()
+                return
+        else:
+            self.mismatch = 1.0
+        self.novel = True
+        if n < p.shape_cap:
+            if n == len(self.w):
+                grow = max(16, 2 * n)
+                self.w = np.concatenate((self.w, np.zeros((grow, 2 * k))))
+                self.buf = np.empty_like(self.w)
+                self.wsum = np.concatenate((self.wsum, np.zeros(grow)))
+            self.w[n] = inp
+            self.wsum[n] = inp.sum()
+            self.n = n + 1
+
+
 def _tail(x: float, mean: float, std: float) -> float:
     """Upper tail probability of x under N(mean, std); values below the mean are not anomalous."""
     if x < mean:
@@ -226,6 +347,9 @@ class AnomalyDetector:
         self.min_x, self.max_x = math.inf, -math.inf
         self.quiet_until = -math.inf
         self.quiet = 0  # points left in the suppression window
+        self.shape = _Shape(p) if p.shape_k > 0 else None
+        self.armed_until = -math.inf  # shape gate: a likelihood alarm waits until then for a novel shape
+        self.armed_score = 0.0
 
     def update(self, t: float, x: float) -> Output:
         """Score point (t, x) with state from earlier points only, then learn it."""
@@ -233,6 +357,10 @@ class AnomalyDetector:
         if x != x:  # NaN: report the baseline, learn nothing
             return self._no_value()
         z_parts, upper, lower = self._surprises(t, x)
+        if self.shape is not None:
+            self.shape.update(
+                t, x, 0.0 if self.last_t is None else t - self.last_t, self.roll.median() if self.n else x
+            )
         raw = 1.0 - math.exp(-max(z_parts.values()) / p.z_scale) if z_parts else 0.0
         # Each component is calibrated against its own history, so a component that is noisy on this series
         # calibrates itself away instead of drowning the others; the combined score is the largest.
@@ -241,6 +369,8 @@ class AnomalyDetector:
             score = max(
                 score, self.likelihood[k].update(1.0 - math.exp(-max(z - p.z_offset, 0.0) / p.z_scale))
             )
+        if self.shape is not None and self.shape.bins > p.shape_warmup:
+            score = self._gate(t, score)
         if p.spike_z > 0:
             ref = z_parts.get("s", z_parts.get("r", 0.0))
             if ref >= p.spike_z:
@@ -253,6 +383,24 @@ class AnomalyDetector:
         likelihood = score
         score, alarm = self._sparse(t, score)
         return Output(score, upper, lower, raw, alarm, likelihood)
+
+    def _gate(self, t: float, score: float) -> float:
+        """Shape gate: a likelihood alarm stands only once the recent shape fits no learned category well.
+
+        The crossing arms the gate for `shape_gate_s` seconds; the alarm is raised (with the largest score
+        since the crossing) at the first point in that time whose window of bins matches no category better
+        than 1 - `shape_gate` (a second, upper vigilance, as in ARTime's dual-vigilance ART); otherwise the
+        score is held just under the threshold. Range novelty is added afterwards and is not gated.
+        """
+        p = self.params
+        if score >= p.threshold:
+            if self.armed_until < t:
+                self.armed_until, self.armed_score = t + p.shape_gate_s, score
+            self.armed_score = max(self.armed_score, score)
+        if t <= self.armed_until and self.shape is not None and self.shape.mismatch >= p.shape_gate:
+            self.armed_until = -math.inf
+            return max(self.armed_score, score)
+        return min(score, p.threshold - 0.01)
 
     def _sparse(self, t: float, score: float) -> tuple[float, bool]:
         """Sparse alarming: after an alarm, hold scores below the threshold for the suppression window."""
