@@ -229,8 +229,8 @@ class _Shape:
         self.avg: float | None = None
         self.lo, self.hi = math.inf, -math.inf
         self.w = np.zeros((0, 2 * p.shape_k))  # categories, complement coded in raw units (below)
-        self.buf = np.empty_like(self.w)
         self.wsum = np.zeros(0)
+        self.ones = np.ones(2 * p.shape_k)
         self.n = 0  # categories in use
         self.bins = 0
         self.mismatch = 0.0  # last closed bin: 1 - the best match (0 before a full window)
@@ -239,12 +239,7 @@ class _Shape:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["w"], state["wsum"] = self.w[: self.n].copy(), self.wsum[: self.n].copy()
-        del state["buf"]  # scratch space
         return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.buf = np.empty_like(self.w)
 
     def update(self, t: float, x: float, dt: float, med: float) -> bool:
         """Add a point; when it closes a bin, categorise the window and return True."""
@@ -280,7 +275,8 @@ class _Shape:
         inp = np.concatenate((a, -a))
         if n:
             w = self.w[:n]
-            common = np.minimum(w, inp, out=self.buf[:n]).sum(axis=1)  # times the range, as wsum
+            # Row sums as a product with ones: BLAS, about twice as fast as .sum(axis=1) on 32-wide rows.
+            common = np.minimum(w, inp) @ self.ones  # times the range, as wsum
             best = float(common.max())
             self.mismatch = -best / (k * rng)  # 1 - the best match |I ^ w_j| / |I|
             need = (p.shape_rho - 1.0) * k * rng  # resonance: the match is at least rho
@@ -298,9 +294,8 @@ class _Shape:
         self.novel = True
         if n < p.shape_cap:
             if n == len(self.w):
-                grow = max(16, 2 * n)
+                grow = min(max(16, n), p.shape_cap - n)  # double, up to the cap
                 self.w = np.concatenate((self.w, np.zeros((grow, 2 * k))))
-                self.buf = np.empty_like(self.w)
                 self.wsum = np.concatenate((self.wsum, np.zeros(grow)))
             self.w[n] = inp
             self.wsum[n] = inp.sum()
