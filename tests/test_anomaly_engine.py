@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import random
 
 import pytest
@@ -12,7 +13,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from analytics_sidecar.anomaly.api import anomaly_api, init_anomaly_api
 from analytics_sidecar.anomaly.correlation import find_incidents
 from analytics_sidecar.anomaly.detector import AnomalyDetector
-from analytics_sidecar.anomaly.engine import AnomalyCollector, AnomalyEngine, Episode, SeriesKey, SeriesState
+from analytics_sidecar.anomaly.engine import (
+    STATE_VERSION,
+    AnomalyCollector,
+    AnomalyEngine,
+    Episode,
+    SeriesKey,
+    SeriesState,
+)
 
 STEP = 60.0
 T0 = 1_764_000_000.0
@@ -70,6 +78,21 @@ def test_corrupt_or_foreign_state_starts_afresh(tmp_path) -> None:
     engine.save()
     for path in tmp_path.glob("*.pkl"):
         path.write_bytes(b"not a pickle")
+    fresh = AnomalyEngine(tmp_path)
+    fresh.update(KEY, ts[:10], xs[:10])
+    assert fresh.series()[0].detector.n == 10
+
+
+def test_state_of_an_older_release_starts_afresh(tmp_path) -> None:
+    """A state file written under another STATE_VERSION (an older detector's object layout) is not loaded,
+    even when the parameters it names compare equal (new fields fall back to their class defaults)."""
+    engine = AnomalyEngine(tmp_path)
+    ts, xs = cpu(50, seed=4)
+    engine.update(KEY, ts, xs)
+    engine.save()
+    (path,) = tmp_path.glob("*.pkl")
+    blob = pickle.loads(path.read_bytes())
+    path.write_bytes(pickle.dumps({**blob, "version": STATE_VERSION - 1}))
     fresh = AnomalyEngine(tmp_path)
     fresh.update(KEY, ts[:10], xs[:10])
     assert fresh.series()[0].detector.n == 10

@@ -39,7 +39,7 @@ from analytics_sidecar.anomaly.detector import AnomalyDetector, DetectorParams
 
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the detector gained the shape gate; older detector objects lack its state
 INDEX_FILE = "index.json"  # {"version", "saved_at", "series": {ident: {"file", "last_t", "points"}}}
 TRACE_LENGTH = 360  # recent (t, value, score) kept per series for correlation
 EPISODES_KEPT = 32
