@@ -158,7 +158,7 @@ def test_shape_categories_know_the_usual_window_and_flag_a_new_shape() -> None:
     pts[at : at + 36] = [(t, 40.0) for t, _ in pts[at : at + 36]]  # three hours at a level inside the range
     shape, last, seen = _Shape(params), None, []
     for i, (t, x) in enumerate(pts):
-        if shape.update(t, x, 0.0 if last is None else t - last, 10.0):
+        if shape.update(t, x, 0.0 if last is None else t - last):
             seen.append((i, shape.mismatch))
         last = t
     usual = [m for i, m in seen if 3 * DAY_POINTS <= i < at]

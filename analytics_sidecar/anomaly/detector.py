@@ -12,6 +12,7 @@ whole object pickles, so per-series state survives restarts.
 
 from __future__ import annotations
 
+import functools
 import math
 from array import array
 from bisect import bisect_left, insort
@@ -66,7 +67,6 @@ class DetectorParams:
     shape_rho: float = 0.95
     shape_alpha: float = 0.001  # choice parameter
     shape_beta: float = 1.0  # learning rate (1: fast learning)
-    shape_chomp: float = 0.0  # bin values within this fraction of the range of the median count as it
     shape_warmup: int = 100  # bins learned before the gate applies
     shape_gate: float = 0.025  # a likelihood alarm needs a window matching no category better than 1 - this
     shape_gate_s: float = 7200.0  # ... within this many seconds of the likelihood's crossing
@@ -216,8 +216,7 @@ class _Shape:
     seen so far (running min/max of the downsampled values), so a widening range re-normalises every category
     at once: no knowledge of the series' future range or length (which ARTime's NAB wrapper passes in) is
     needed. Downsampling as ARTime: per bin of `bin_s` seconds (time, not points) the bin's value farthest
-    from a moving average, so spikes survive; optionally values near the running median (within `chomp` of
-    the range) count as the median.
+    from a moving average, so spikes survive.
     """
 
     def __init__(self, p: DetectorParams) -> None:
@@ -230,18 +229,16 @@ class _Shape:
         self.lo, self.hi = math.inf, -math.inf
         self.w = np.zeros((0, 2 * p.shape_k))  # categories, complement coded in raw units (below)
         self.wsum = np.zeros(0)
-        self.ones = np.ones(2 * p.shape_k)
         self.n = 0  # categories in use
         self.bins = 0
         self.mismatch = 0.0  # last closed bin: 1 - the best match (0 before a full window)
-        self.novel = False  # the last closed bin created a category
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["w"], state["wsum"] = self.w[: self.n].copy(), self.wsum[: self.n].copy()
         return state
 
-    def update(self, t: float, x: float, dt: float, med: float) -> bool:
+    def update(self, t: float, x: float, dt: float) -> bool:
         """Add a point; when it closes a bin, categorise the window and return True."""
         p = self.p
         if self.bin_start is None:
@@ -258,11 +255,8 @@ class _Shape:
         self.bin_start = None
         self.lo, self.hi = min(self.lo, b), max(self.hi, b)
         rng = self.hi - self.lo
-        if abs(b - med) < p.shape_chomp * rng:
-            b = min(max(med, self.lo), self.hi)
         self.window.append(b)
         self.bins += 1
-        self.novel = False
         self.mismatch = 0.0
         if len(self.window) == self.k and rng > 0:
             self._categorise(np.fromiter(self.window, float, self.k), rng)
@@ -276,7 +270,7 @@ class _Shape:
         if n:
             w = self.w[:n]
             # Row sums as a product with ones: BLAS, about twice as fast as .sum(axis=1) on 32-wide rows.
-            common = np.minimum(w, inp) @ self.ones  # times the range, as wsum
+            common = np.minimum(w, inp) @ _ones(2 * k)  # times the range, as wsum
             best = float(common.max())
             self.mismatch = -best / (k * rng)  # 1 - the best match |I ^ w_j| / |I|
             need = (p.shape_rho - 1.0) * k * rng  # resonance: the match is at least rho
@@ -291,7 +285,6 @@ class _Shape:
                 return
         else:
             self.mismatch = 1.0
-        self.novel = True
         if n < p.shape_cap:
             if n == len(self.w):
                 grow = min(max(16, n), p.shape_cap - n)  # double, up to the cap
@@ -300,6 +293,14 @@ class _Shape:
             self.w[n] = inp
             self.wsum[n] = inp.sum()
             self.n = n + 1
+
+
+@functools.cache
+def _ones(size: int) -> np.ndarray:
+    """A shared vector of ones (read only) for row sums by matrix product."""
+    ones = np.ones(size)
+    ones.flags.writeable = False
+    return ones
 
 
 def _tail(x: float, mean: float, std: float) -> float:
@@ -353,9 +354,7 @@ class AnomalyDetector:
             return self._no_value()
         z_parts, upper, lower = self._surprises(t, x)
         if self.shape is not None:
-            self.shape.update(
-                t, x, 0.0 if self.last_t is None else t - self.last_t, self.roll.median() if self.n else x
-            )
+            self.shape.update(t, x, 0.0 if self.last_t is None else t - self.last_t)
         raw = 1.0 - math.exp(-max(z_parts.values()) / p.z_scale) if z_parts else 0.0
         # Each component is calibrated against its own history, so a component that is noisy on this series
         # calibrates itself away instead of drowning the others; the combined score is the largest.
