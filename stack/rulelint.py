@@ -278,7 +278,7 @@ def lint_files(paths: Iterable[Path], runbooks: Path | None = None) -> list[Prob
             problems.append(Problem(str(path), "-", "file/read", str(exc).splitlines()[0]))
             continue
         problems.extend(lint_rules_data(data, str(path), runbooks))
-        for rule in _rules(data):
+        for rule in rules_in(data):
             name = rule.get("record")
             if name and name in records and records[name] != str(path):
                 problems.append(
@@ -289,7 +289,7 @@ def lint_files(paths: Iterable[Path], runbooks: Path | None = None) -> list[Prob
     return problems
 
 
-def _rules(data: Any) -> Iterator[dict[str, Any]]:
+def rules_in(data: Any) -> Iterator[dict[str, Any]]:
     """Every well-formed rule mapping of a parsed rule file (malformed parts are reported elsewhere)."""
     groups = data.get("groups") if isinstance(data, dict) else None
     for group in groups if isinstance(groups, list) else []:

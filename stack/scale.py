@@ -27,6 +27,7 @@ from stack.plan import (
     secret_file,
 )
 from stack.postgres import PostgresCluster, postgres_dir
+from stack.rulelint import rules_in
 from stack.servers import prometheus_config
 
 VICTORIA_BIN = "/usr/bin/victoria-metrics"
@@ -152,11 +153,8 @@ def victoria_argv(
 
 def recorded_names(files: Sequence[Path]) -> list[str]:
     """The series names that the recording rules of `files` write."""
-    names: set[str] = set()
-    for path in files:
-        for group in (yaml.safe_load(path.read_text()) or {}).get("groups") or []:
-            names.update(str(rule["record"]) for rule in group.get("rules") or [] if "record" in rule)
-    return sorted(names)
+    rules = (rule for path in files for rule in rules_in(yaml.safe_load(path.read_text())))
+    return sorted({str(rule["record"]) for rule in rules if "record" in rule})
 
 
 def longterm_federation(global_url: str, names: Sequence[str], interval: str) -> dict[str, Any]:
