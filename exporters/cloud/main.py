@@ -14,9 +14,9 @@ from exporters.cloud.collector import CloudCollector
 from exporters.cloud.config import ExporterConfig, load_config
 from exporters.cloud.refresh import RefreshScheduler, TargetRefresher
 from exporters.cloud.resilience import CircuitBreaker
-from exporters.common.cli import add_web_flags, setup_logging
+from exporters.common.cli import add_web_flags, check_web_flags, setup_logging
 from exporters.common.config import ConfigError, exit_config_error
-from exporters.common.web import ExporterApp, parse_listen_address, registry_with, serve
+from exporters.common.web import ExporterApp, registry_with, serve
 from exporters.common.webconfig import load_web_config
 
 PROG = "novacron-cloud-exporter"
@@ -55,16 +55,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--config.check", dest="config_check", action="store_true", help="validate the config and exit"
     )
     return parser.parse_args(argv)
-
-
-def check_web_flags(args: argparse.Namespace) -> None:
-    """The listen address and telemetry path, checked before anything starts (exit 2 naming the flag)."""
-    try:
-        parse_listen_address(args.listen_address)
-    except ValueError as exc:
-        raise ConfigError("web.listen-address", str(exc)) from None
-    if not args.telemetry_path.startswith("/") or args.telemetry_path == "/":
-        raise ConfigError("web.telemetry-path", "must start with / and not be /")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,9 @@ import argparse
 import logging
 import sys
 
+from exporters.common.config import ConfigError
+from exporters.common.web import parse_listen_address
+
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
@@ -27,6 +30,16 @@ def add_web_flags(parser: argparse.ArgumentParser, default_port: int) -> None:
         help="exporter-toolkit web config (TLS and basic auth)",
     )
     parser.add_argument("--log.level", dest="log_level", default="info", choices=LOG_LEVELS, help="log level")
+
+
+def check_web_flags(args: argparse.Namespace, reserved_paths: tuple[str, ...] = ("/",)) -> None:
+    """The flags of add_web_flags, checked before anything starts: ConfigError naming the flag."""
+    try:
+        parse_listen_address(args.listen_address)
+    except ValueError as exc:
+        raise ConfigError("web.listen-address", str(exc)) from None
+    if not args.telemetry_path.startswith("/") or args.telemetry_path in reserved_paths:
+        raise ConfigError("web.telemetry-path", f"must start with / and not be {' or '.join(reserved_paths)}")
 
 
 def setup_logging(level: str) -> None:

@@ -20,9 +20,9 @@ from typing import Any
 from prometheus_client.process_collector import ProcessCollector
 from werkzeug.wrappers import Request, Response
 
-from exporters.common.cli import add_web_flags, setup_logging
+from exporters.common.cli import add_web_flags, check_web_flags, setup_logging
 from exporters.common.config import ConfigError, exit_config_error
-from exporters.common.web import ExporterApp, parse_listen_address, registry_with, serve
+from exporters.common.web import ExporterApp, registry_with, serve
 from exporters.common.webconfig import WebConfig, load_web_config
 from exporters.libvirt.collector import ALL_GROUPS, LibvirtCollector
 from exporters.libvirt.exposition import CONTENT_TYPE, render
@@ -147,12 +147,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         raise ConfigError("libvirt.stats-parallelism", "must be 1 to 5 (libvirtd's max_client_requests is 5)")
     if args.probe_max_targets < 1:
         raise ConfigError("probe.max-targets", "must be at least 1")
-    try:
-        parse_listen_address(args.listen_address)
-    except ValueError as exc:
-        raise ConfigError("web.listen-address", str(exc)) from None
-    if not args.telemetry_path.startswith("/") or args.telemetry_path in ("/probe", "/"):
-        raise ConfigError("web.telemetry-path", "must start with / and not be / or /probe")
+    check_web_flags(args, reserved_paths=("/", "/probe"))
     return Settings(
         uri=args.uri,
         timeout=parse_duration(args.timeout, "libvirt.timeout"),
