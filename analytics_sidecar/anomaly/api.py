@@ -22,6 +22,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from analytics_sidecar.anomaly.correlation import find_incidents
 from analytics_sidecar.anomaly.engine import AnomalyEngine
+from analytics_sidecar.api import unknown_args_reason
 
 EXTENSION_KEY = "novacron_anomaly_engine"
 MAX_SINCE = 30 * 86400.0
@@ -57,10 +58,8 @@ def _error(status: int, message: str) -> tuple[Response, int]:
 
 def _unknown_args(allowed: set[str]) -> tuple[Response, int] | None:
     """A 400 naming unknown query parameters, as every other route of the sidecar's API answers."""
-    unknown = set(request.args) - allowed
-    if unknown:
-        return _error(400, f"unknown query parameter(s): {', '.join(sorted(unknown))[:200]}")
-    return None
+    reason = unknown_args_reason(request.args, allowed)
+    return _error(400, reason) if reason else None
 
 
 def _engine() -> tuple[AnomalyEngine, Callable[[], float]] | None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
+from analytics_sidecar.api import unknown_args_reason
 from analytics_sidecar.config import format_duration
 from analytics_sidecar.decisions import migration
 from analytics_sidecar.decisions.engine import Decisions, DecisionState
@@ -64,9 +65,8 @@ class DecisionApi:
 
     def _read(self, fn: Callable[[Request, Decisions], Response], allowed: set[str]) -> Handler:
         def handler(request: Request) -> Response:
-            unknown = set(request.args) - allowed
-            if unknown:
-                return _error(400, f"unknown query parameter(s): {', '.join(sorted(unknown))}")
+            if reason := unknown_args_reason(request.args, allowed):
+                return _error(400, reason)
             d = self.state.decisions
             if self.state.role == "standby":
                 return _error(503, "standby: another sidecar replica holds the decision lease (shard 0)")
