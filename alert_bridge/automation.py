@@ -40,7 +40,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from alert_bridge.db import automation_decisions, insert_if_absent
+from alert_bridge.db import alerts, automation_decisions, insert_if_absent
 from exporters.common.config import ConfigError, check_keys
 
 # Labels of the decision alerts (rules/decisions.rules.yml) that form the context the automation receives.
@@ -192,8 +192,6 @@ def decision_key(
 def _last_active(conn: Any, rec: Mapping[str, Any], now: float) -> float:
     """When the decision was last seen firing: now while its newest episode is open, else when it closed
     (the bridge's clock, as the window is; Alertmanager's endsAt comes from another clock)."""
-    from alert_bridge.db import alerts
-
     prev = (
         conn.execute(select(alerts.c.open_key, alerts.c.updated_at).where(alerts.c.id == rec["alert_id"]))
         .mappings()
@@ -252,9 +250,13 @@ def on_new_episode(bridge: Any, conn: Any, row: Mapping[str, Any], now: float) -
         key, identity = decision_key(hook, alert, body["decision"])
         prior = claim(conn, hook, key, identity, row["id"], now) if hook.dedupe_seconds > 0 else None
         if prior is not None:
-            dup: dict[str, Any] = {k: detail[k] for k in ("hook", "action", "channel")}
-            dup.update(decision=body["decision"], decision_key=key, duplicate_of=prior["acted_alert_id"])
-            dup.update(dedupe_seconds=hook.dedupe_seconds)
+            dup = {
+                **{k: detail[k] for k in ("hook", "action", "channel")},
+                "decision": body["decision"],
+                "decision_key": key,
+                "duplicate_of": prior["acted_alert_id"],
+                "dedupe_seconds": hook.dedupe_seconds,
+            }
             bridge._audit(conn, "automation", DUPLICATE, row, dup, now)
         elif cfg.dry_run or hook.dry_run:
             bridge._audit(conn, "automation", "automation:dry_run", row, detail, now)
