@@ -41,7 +41,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from alert_bridge.db import alerts, automation_decisions, insert_if_absent
-from exporters.common.config import ConfigError, check_keys
+from exporters.common.config import ConfigError, check_keys, parse_number
 
 # Labels of the decision alerts (rules/decisions.rules.yml) that form the context the automation receives.
 CONTEXT_LABELS = (
@@ -112,10 +112,8 @@ def parse_automation(section: Mapping[str, Any], channels: Mapping[str, Any]) ->
 
 
 def _seconds(raw: Any, key: str) -> float:
-    """A window in seconds: a number >= 0 (0 turns the cross-episode check off)."""
-    if isinstance(raw, bool) or not isinstance(raw, int | float) or not raw >= 0 or raw == float("inf"):
-        raise ConfigError(key, f"must be a number of seconds >= 0, got {raw!r}")
-    return float(raw)
+    """A window in seconds: a finite number >= 0 (0 turns the cross-episode check off)."""
+    return parse_number(raw, key, 0)
 
 
 _HOOK_KEYS = {"name", "channel", "action", "match", "match_re", "disruptive", "dry_run", "dedupe_seconds"}

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from alert_bridge.automation import AutomationConfig, parse_automation
 from alert_bridge.enrichment import EnrichmentConfig, parse_enrichment
-from exporters.common.config import ConfigError, check_keys, read_secret
+from exporters.common.config import ConfigError, check_keys, parse_number, read_secret
 
 SEVERITIES = ("none", "info", "warning", "error", "critical", "page")
 ROLES = ("viewer", "webhook", "operator", "admin")
@@ -530,11 +530,7 @@ def _num(data: Mapping[str, Any], name: str, key: str, default: float | None, mi
     value = data.get(name, default)
     if value is None:
         raise ConfigError(key, "required")
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(key, "must be a number")
-    if value < minimum:
-        raise ConfigError(key, f"must be at least {minimum}")
-    return float(value)
+    return parse_number(value, key, minimum)
 
 
 def _bool(data: Mapping[str, Any], name: str, key: str, default: bool) -> bool:

@@ -29,7 +29,7 @@ import requests
 from cachetools import LRUCache, TTLCache
 
 from alert_bridge.payload import PayloadError, parse_time
-from exporters.common.config import ConfigError, check_keys, read_secret
+from exporters.common.config import ConfigError, check_keys, parse_number, read_secret
 
 CACHE_ENTRIES = 10_000  # VMs whose context (and single-flight lock) is kept
 log = logging.getLogger(__name__)
@@ -101,10 +101,7 @@ def _urls(value: Any) -> tuple[str, ...]:
 
 
 def _num(section: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
-    value = section.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise ConfigError(f"enrichment.{name}", f"must be a number from {low:g} to {high:g}")
-    return float(value)
+    return parse_number(section.get(name, default), f"enrichment.{name}", low, high)
 
 
 class EnrichmentFailed(Exception):

@@ -10,10 +10,16 @@ from typing import Any
 from analytics_sidecar.forecast import ForecastPolicy
 from analytics_sidecar.patterns import PatternPolicy
 from analytics_sidecar.rightsizing import RISK_LEVELS, IdlePolicy, RightsizingPolicy
-from exporters.common.config import ConfigError, check_keys, load_yaml_mapping, read_secret
+from exporters.common.config import (
+    ConfigError,
+    check_keys,
+    load_yaml_mapping,
+    parse_duration,
+    parse_number,
+    read_secret,
+)
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)$")
 
 # PromQL on the raw normalised schema (docs/metrics.md), so the sidecar needs no recording rule.
 # `$rate_window` becomes analysis.rate_window; `$vm_filter` becomes the label matcher that picks this
@@ -57,22 +63,6 @@ DEFAULT_QUERIES: dict[str, str] = {
     "recommended_vcpus": "max by (vm_id) (novacron_vm_recommended_vcpus)",
     "recommended_memory_bytes": "max by (vm_id) (novacron_vm_recommended_memory_bytes)",
 }
-
-
-def parse_duration(value: Any, key: str) -> float:
-    """Prometheus-style duration (`90s`, `5m`, `1d`, `2w`) or a number of seconds, as seconds."""
-    if isinstance(value, bool):
-        raise ConfigError(key, "must be a duration like 5m or 1d")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value).strip())
-        if not m:
-            raise ConfigError(key, f"invalid duration {value!r} (use e.g. 30s, 5m, 1d)")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if seconds <= 0:
-        raise ConfigError(key, "must be positive")
-    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -226,10 +216,7 @@ def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
 
 
 def _number(section: Mapping[str, Any], key: str, where: str, default: float, lo: float, hi: float) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
-        raise ConfigError(f"{where}.{key}", f"must be a number in [{lo}, {hi}]")
-    return float(value)
+    return parse_number(section.get(key, default), f"{where}.{key}", lo, hi)
 
 
 def prometheus_url(value: Any, key: str = "prometheus.url") -> str:

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         if args.risk:
             cfg = replace(cfg, rightsizing=replace(cfg.rightsizing, risk=RISK_LEVELS[args.risk]))
         if args.lookback:
-            from analytics_sidecar.config import parse_duration
+            from exporters.common.config import parse_duration
 
             cfg = replace(
                 cfg, analysis=replace(cfg.analysis, lookback=parse_duration(args.lookback, "lookback"))

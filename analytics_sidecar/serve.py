@@ -16,7 +16,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from analytics_sidecar.api import Api
-from analytics_sidecar.config import Config, Shard, load_config, parse_duration, prometheus_url
+from analytics_sidecar.config import Config, Shard, load_config, prometheus_url
 from analytics_sidecar.decisions.wiring import attach
 from analytics_sidecar.engine import Engine, Results
 from analytics_sidecar.series import Series
@@ -24,7 +24,7 @@ from analytics_sidecar.shard_lease import ShardLease
 from analytics_sidecar.source import PromSource, SourceError
 from analytics_sidecar.writeback import State, WritebackCollector
 from exporters.common.cli import add_web_flags, setup_logging
-from exporters.common.config import ConfigError, exit_config_error
+from exporters.common.config import ConfigError, exit_config_error, parse_duration
 from exporters.common.web import ExporterApp, registry_with, serve
 from exporters.common.webconfig import load_web_config
 

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import promql_parser
-
-from exporters.common.config import ConfigError, check_keys, load_yaml_mapping, read_secret
+from exporters.common.config import ConfigError, check_keys, load_yaml_mapping, parse_duration, read_secret
 
 # Tenant names go into PromQL regexes and label values: a conservative charset keeps them unambiguous.
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -131,22 +129,6 @@ _TOP = {
     "audit",
     "aggregation",
 }
-
-
-def parse_duration_seconds(value: Any, key: str) -> float:
-    """A Prometheus duration string (`30s`, `1h30m`) or a number of seconds."""
-    if isinstance(value, bool):
-        raise ConfigError(key, "must be a duration such as 30s or 5m")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        try:
-            seconds = promql_parser.parse_duration(str(value)).total_seconds()
-        except ValueError:
-            raise ConfigError(key, f"{value!r} is not a duration such as 30s or 5m") from None
-    if seconds <= 0:
-        raise ConfigError(key, "must be positive")
-    return seconds
 
 
 def _mapping(value: Any, key: str) -> Mapping[str, Any]:
@@ -330,7 +312,7 @@ def _oidc(section: Mapping[str, Any], roles: Mapping[str, Role]) -> OidcConfig |
         role_claim=str(section.get("role_claim", "novacron_role")),
         tenants_claim=str(section.get("tenants_claim", "novacron_tenants")),
         default_role=default_role,
-        leeway_seconds=parse_duration_seconds(leeway, "oidc.leeway") if leeway else 0.0,
+        leeway_seconds=parse_duration(leeway, "oidc.leeway") if leeway else 0.0,
     )
 
 
@@ -350,12 +332,10 @@ def _limits(section: Mapping[str, Any]) -> Limits:
     )
     d = Limits()
     return Limits(
-        query_timeout_seconds=parse_duration_seconds(
+        query_timeout_seconds=parse_duration(
             section.get("query_timeout", d.query_timeout_seconds), "limits.query_timeout"
         ),
-        max_range_seconds=parse_duration_seconds(
-            section.get("max_range", d.max_range_seconds), "limits.max_range"
-        ),
+        max_range_seconds=parse_duration(section.get("max_range", d.max_range_seconds), "limits.max_range"),
         max_points_per_series=_positive_int(
             section.get("max_points_per_series", d.max_points_per_series), "limits.max_points_per_series"
         ),
@@ -398,23 +378,21 @@ def build_config(data: Mapping[str, Any]) -> Config:
     agg = _mapping(data.get("aggregation"), "aggregation")
     check_keys(agg, {"rate_interval"}, "aggregation")
     rate_interval = str(agg.get("rate_interval", "5m"))
-    parse_duration_seconds(rate_interval, "aggregation.rate_interval")
+    parse_duration(rate_interval, "aggregation.rate_interval")
     return Config(
         prometheus_url=url,
         prometheus_bearer_token=prom_token,
         prometheus_ca_file=ca,
         tenant_label=tenant_label,
         tenancy_mode=mode,
-        tenancy_refresh_seconds=parse_duration_seconds(tenancy.get("refresh", 30), "tenancy.refresh"),
+        tenancy_refresh_seconds=parse_duration(tenancy.get("refresh", 30), "tenancy.refresh"),
         roles=roles,
         tokens=tokens,
         sensitive=_sensitive(data.get("sensitive_metrics"), roles),
         oidc=oidc,
         limits=_limits(_mapping(data.get("limits"), "limits")),
         cache=CacheConfig(
-            ttl_seconds=parse_duration_seconds(cache.get("ttl", 10), "cache.ttl")
-            if cache.get("ttl", 10)
-            else 0.0,
+            ttl_seconds=parse_duration(cache.get("ttl", 10), "cache.ttl") if cache.get("ttl", 10) else 0.0,
             max_entries=_positive_int(cache.get("max_entries", 2048), "cache.max_entries"),
         ),
         rate_limit=_rate_limit(_mapping(data.get("rate_limit"), "rate_limit"), "rate_limit"),

@@ -13,13 +13,13 @@ import pytest
 
 from analytics_sidecar import consolidation, cost, forecast, patterns, rightsizing
 from analytics_sidecar.backtest import recommend_vm, running
-from analytics_sidecar.config import Shard, load_config, parse_duration
+from analytics_sidecar.config import Shard, load_config
 from analytics_sidecar.engine import efficiency
 from analytics_sidecar.main import main
 from analytics_sidecar.series import DAY, Series, decay_weights, regularise, weighted_percentile
 from analytics_sidecar.source import _chunk_starts, shard_of, vm_filter
 from analytics_sidecar.trace import TraceVM
-from exporters.common.config import ConfigError
+from exporters.common.config import ConfigError, parse_duration
 
 T0 = 1_700_006_400.0  # a UTC midnight
 STEP = 300.0

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from werkzeug.test import Client
 
-from exporters.cloud.config import ENTRY_POINT_GROUP, parse_config, parse_duration, provider_classes
+from exporters.cloud.config import ENTRY_POINT_GROUP, parse_config, provider_classes
 from exporters.cloud.main import build_app, build_refreshers
 from exporters.cloud.model import VM, ApiCaller, LatePolicy, Provider, Sample, Target
 from exporters.cloud.refresh import RefreshScheduler
 from exporters.cloud.resilience import Backoff, CircuitBreaker
-from exporters.common.config import ConfigError, check_keys
+from exporters.common.config import ConfigError, check_keys, parse_duration, parse_number
 
 
 def test_query_range_covers_whole_periods_before_the_delay() -> None:
@@ -31,17 +31,44 @@ def test_query_range_covers_whole_periods_before_the_delay() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [(90, 90.0), ("90s", 90.0), ("5m", 300.0), ("1h", 3600.0), ("500ms", 0.5), ("1.5m", 90.0)],
+    [
+        (90, 90.0),
+        ("90s", 90.0),
+        ("5m", 300.0),
+        ("1h", 3600.0),
+        ("500ms", 0.5),
+        ("1.5m", 90.0),
+        ("2.5", 2.5),
+        ("1h30m", 5400.0),
+        ("7d", 604800.0),
+        ("2w", 1209600.0),
+    ],
 )
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text, "k") == seconds
 
 
-@pytest.mark.parametrize("bad", ["soon", "5 minutes", True, "-1s", [1]])
+@pytest.mark.parametrize("bad", ["soon", "5 minutes", True, "-1s", [1], "0s", 0, "inf", float("nan"), "5m1"])
 def test_bad_durations_name_the_key(bad: object) -> None:
     with pytest.raises(ConfigError) as err:
         parse_duration(bad, "providers[0].defaults.delay")
     assert err.value.key == "providers[0].defaults.delay"
+
+
+def test_duration_floor_and_zero() -> None:
+    assert parse_duration("0s", "k", zero_ok=True) == 0.0
+    assert parse_duration("2m", "k", 60) == 120.0
+    with pytest.raises(ConfigError, match="at least 60s"):
+        parse_duration("30s", "k", 60)
+
+
+@pytest.mark.parametrize("bad", [True, "3", float("nan"), float("inf"), -1, 11, None])
+def test_bad_numbers_name_the_key_and_the_range(bad: object) -> None:
+    with pytest.raises(ConfigError, match="must be a number from 0 to 10") as err:
+        parse_number(bad, "analysis.batch_size", 0, 10)
+    assert err.value.key == "analysis.batch_size"
+    assert parse_number(10, "k", 0, 10) == 10.0
+    assert parse_number(0.5, "k", 0) == 0.5
 
 
 def test_backoff_is_bounded_full_jitter() -> None:

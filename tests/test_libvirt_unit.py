@@ -12,13 +12,13 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.common.config import ConfigError
+from exporters.common.config import ConfigError, parse_duration
 from exporters.common.schema import VM_INFO_LABELS
 from exporters.common.web import registry_with
 from exporters.libvirt.collector import DEFAULT_GROUPS, LibvirtCollector
 from exporters.libvirt.domainxml import parse_domain_xml
 from exporters.libvirt.gather import DomainSample, HostSample, Snapshot
-from exporters.libvirt.main import build_parser, parse_duration, settings_from
+from exporters.libvirt.main import build_parser, settings_from
 from exporters.libvirt.metrics import host_families, topology_families, vm_families
 from exporters.libvirt.target import Target, silence_libvirt_stderr
 from tests.harness import test_driver_fleet, wait_until

@@ -20,14 +20,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from analytics_sidecar.config import parse_duration
 from analytics_sidecar.decisions.health import HealthPolicy
 from analytics_sidecar.decisions.insights import InsightPolicy
 from analytics_sidecar.decisions.migration import MigrationPolicy
 from analytics_sidecar.decisions.placement import Size
 from analytics_sidecar.decisions.scaling import ScalingPolicy
 from analytics_sidecar.decisions.slo import SLI_TEMPLATE, SloPolicy
-from exporters.common.config import ConfigError, check_keys
+from exporters.common.config import ConfigError, check_keys, parse_duration
 
 GIB = float(1 << 30)
 _HOST_INFO = "last_over_time(novacron_host_info[1h])"

@@ -10,21 +10,18 @@ from typing import Any
 
 from croniter import croniter  # type: ignore[import-untyped]
 
-from exporters.common.config import ConfigError, check_keys, load_yaml_mapping, read_secret
+from exporters.common.config import (
+    ConfigError,
+    check_keys,
+    load_yaml_mapping,
+    parse_duration,
+    parse_number,
+    read_secret,
+)
 
-DURATION_RE = re.compile(r"^(\d+)(s|m|h|d|w)$")
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 FORMATS = ("pdf", "csv", "html")
 ITEM_KINDS = ("table", "chart", "stat")
-
-
-def parse_duration(text: Any, key: str) -> float:
-    """Prometheus-style durations: 30s, 5m, 6h, 7d, 2w."""
-    match = DURATION_RE.match(str(text))
-    if not match:
-        raise ConfigError(key, f"must be a duration like 30s, 5m, 6h, 7d (got {text!r})")
-    return float(int(match.group(1)) * DURATION_UNITS[match.group(2)])
 
 
 @dataclass(frozen=True)
@@ -223,10 +220,7 @@ def _parse_smtp(data: Any) -> SmtpConfig:
 
 def _timeout(section: Mapping[str, Any], where: str) -> float:
     """Seconds, a positive number: a typo here must name the key, not end in a traceback."""
-    value = section.get("timeout", 30.0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
-        raise ConfigError(f"{where}.timeout", "must be a number of seconds in (0, 3600]")
-    return float(value)
+    return parse_number(section.get("timeout", 30.0), f"{where}.timeout", 0.001, 3600)
 
 
 def parse_config(data: Mapping[str, Any], base: Path) -> ReportsConfig:

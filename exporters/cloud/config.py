@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -10,12 +9,10 @@ from typing import Any
 
 from exporters.cloud.model import LatePolicy, Provider
 from exporters.cloud.resilience import Backoff
-from exporters.common.config import ConfigError, check_keys, load_yaml_mapping
+from exporters.common.config import ConfigError, check_keys, load_yaml_mapping, parse_duration
 
 ENTRY_POINT_GROUP = "novacron.cloud_providers"
 _TOP_KEYS = {"refresh_interval", "stale_after", "backoff", "circuit_breaker", "api_prices", "providers"}
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 @dataclass(frozen=True)
@@ -29,22 +26,6 @@ class ExporterConfig:
     breaker_reset_after: float
     prices: Mapping[str, Mapping[str, float]]
     providers: tuple[Provider, ...]
-
-
-def parse_duration(value: Any, key: str, minimum: float = 0.0) -> float:
-    """`90`, `90s`, `1.5m`, `2h`, `500ms` -> seconds."""
-    if isinstance(value, bool):
-        raise ConfigError(key, "must be a duration like 60s, 5m or a number of seconds")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value).strip())
-        if not match:
-            raise ConfigError(key, f"must be a duration like 60s, 5m or a number of seconds, got {value!r}")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds < minimum:
-        raise ConfigError(key, f"must be at least {minimum:g}s")
-    return seconds
 
 
 def parse_positive_int(value: Any, key: str) -> int:
@@ -80,7 +61,7 @@ def parse_mapping(value: Any, key: str) -> Mapping[str, Any]:
 def parse_late_policy(raw: Mapping[str, Any], key: str, default: LatePolicy) -> LatePolicy:
     """`period`, `delay`, `window` (durations); the window must hold at least one whole period."""
     period = int(parse_duration(raw.get("period", default.period), f"{key}.period", 1))
-    delay = int(parse_duration(raw.get("delay", default.delay), f"{key}.delay"))
+    delay = int(parse_duration(raw.get("delay", default.delay), f"{key}.delay", zero_ok=True))
     window = int(parse_duration(raw.get("window", default.window), f"{key}.window", 1))
     if window < period:
         raise ConfigError(f"{key}.window", f"must be at least one period ({period}s)")
@@ -127,8 +108,8 @@ def parse_config(
     bo = parse_mapping(data.get("backoff"), "backoff")
     check_keys(bo, {"base", "max", "attempts"}, "backoff")
     backoff = Backoff(
-        base=parse_duration(bo.get("base", 1), "backoff.base"),
-        cap=parse_duration(bo.get("max", 30), "backoff.max"),
+        base=parse_duration(bo.get("base", 1), "backoff.base", zero_ok=True),
+        cap=parse_duration(bo.get("max", 30), "backoff.max", zero_ok=True),
         attempts=parse_positive_int(bo.get("attempts", 4), "backoff.attempts"),
     )
     cb = parse_mapping(data.get("circuit_breaker"), "circuit_breaker")
@@ -150,7 +131,9 @@ def parse_config(
         stale_after=stale,
         backoff=backoff,
         breaker_threshold=parse_positive_int(cb.get("failures", 3), "circuit_breaker.failures"),
-        breaker_reset_after=parse_duration(cb.get("reset_after", 300), "circuit_breaker.reset_after"),
+        breaker_reset_after=parse_duration(
+            cb.get("reset_after", 300), "circuit_breaker.reset_after", zero_ok=True
+        ),
         prices=prices,
         providers=providers,
     )

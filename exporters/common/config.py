@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,6 +12,10 @@ from typing import Any, NoReturn
 import yaml
 
 EXIT_CONFIG_ERROR = 2
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+_DURATION_PART = r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)"
+_DURATION = re.compile(rf"(?:{_DURATION_PART})+")
 
 
 class ConfigError(ValueError):
@@ -42,6 +48,46 @@ def load_yaml_mapping(path: str | Path, key: str = "config.file") -> Mapping[str
     if not isinstance(data, Mapping):
         raise ConfigError(key, f"{path} must hold a mapping at the top level")
     return data
+
+
+def parse_number(value: Any, key: str, low: float = -math.inf, high: float = math.inf) -> float:
+    """A finite number in [low, high]; YAML's `true` is not 1, and a typo names the key, not a traceback."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not low <= value <= high:
+        if high == math.inf:
+            span = f"at least {low:g}" if low > -math.inf else "finite"
+        else:
+            span = f"from {low:g} to {high:g}"
+        raise ConfigError(key, f"must be a number {span}, got {value!r}")
+    return float(value)
+
+
+def parse_duration(value: Any, key: str, minimum: float = 0.0, *, zero_ok: bool = False) -> float:
+    """Seconds from a number or a Prometheus-style duration (`500ms`, `90s`, `1h30m`, `7d`, `2w`).
+
+    Positive unless `zero_ok`, and at least `minimum`: one parser so every config file reads alike.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(
+            key, f"must be a duration such as 30s, 5m, 1h30m or a number of seconds, got {value!r}"
+        )
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            if not _DURATION.fullmatch(text):
+                shown = repr(value)[:80]
+                raise ConfigError(
+                    key, f"must be a duration such as 30s, 5m, 1h30m or a number of seconds, got {shown}"
+                ) from None
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in re.findall(_DURATION_PART, text))
+    if not math.isfinite(seconds) or seconds < minimum or (seconds == 0 and not zero_ok):
+        least = f"at least {minimum:g}s" if minimum > 0 else ("0 or more" if zero_ok else "greater than zero")
+        raise ConfigError(key, f"must be {least}, got {value!r}")
+    return seconds
 
 
 def check_keys(section: Mapping[str, Any], allowed: set[str], where: str) -> None:

@@ -21,7 +21,7 @@ from prometheus_client.process_collector import ProcessCollector
 from werkzeug.wrappers import Request, Response
 
 from exporters.common.cli import add_web_flags, check_web_flags, setup_logging
-from exporters.common.config import ConfigError, exit_config_error
+from exporters.common.config import ConfigError, exit_config_error, parse_duration
 from exporters.common.web import ExporterApp, registry_with, serve
 from exporters.common.webconfig import WebConfig, load_web_config
 from exporters.libvirt.collector import ALL_GROUPS, LibvirtCollector
@@ -55,18 +55,6 @@ class Settings:
     telemetry_path: str
     web_config: WebConfig
     log_level: str
-
-
-def parse_duration(value: str, key: str) -> float:
-    """Seconds from `5`, `2.5`, `500ms`, `5s`, `1m` (Prometheus duration habits)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", value)
-    if not match:
-        raise ConfigError(key, f"not a duration: {value!r} (use e.g. 5s, 500ms, 1m)")
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
-    seconds = float(match.group(1)) * scale
-    if seconds <= 0:
-        raise ConfigError(key, "must be greater than zero")
-    return seconds
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
-from exporters.cloud.config import parse_duration, parse_str_list
+from exporters.cloud.config import parse_str_list
 from exporters.cloud.model import (
     STATE_NOSTATE,
     STATE_RUNNING,
@@ -41,7 +41,7 @@ from exporters.cloud.providers import (
     parse_tags,
     tags_match,
 )
-from exporters.common.config import ConfigError, check_keys
+from exporters.common.config import ConfigError, check_keys, parse_duration
 
 log = logging.getLogger(__name__)
 
