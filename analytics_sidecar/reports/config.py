@@ -10,6 +10,7 @@ from typing import Any
 
 from croniter import croniter  # type: ignore[import-untyped]
 
+from analytics_sidecar.config import prometheus_url
 from exporters.common.config import (
     ConfigError,
     check_keys,
@@ -227,9 +228,7 @@ def parse_config(data: Mapping[str, Any], base: Path) -> ReportsConfig:
     check_keys(data, {"prometheus", "smtp", "archive", "reports"}, "")
     prom = _mapping(data.get("prometheus", {}), "prometheus")
     check_keys(prom, {"url", "timeout", "bearer_token_env", "bearer_token_file"}, "prometheus")
-    url = _str(prom, "url", "prometheus")
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError("prometheus.url", "must start with http:// or https://")
+    url = prometheus_url(_str(prom, "url", "prometheus"))
     token = read_secret(
         prom.get("bearer_token_env"), prom.get("bearer_token_file"), "prometheus.bearer_token_file"
     )
@@ -253,7 +252,7 @@ def parse_config(data: Mapping[str, Any], base: Path) -> ReportsConfig:
     if smtp is None and any(r.email_to for r in reports):
         raise ConfigError("smtp", "required when a report has email.to")
     return ReportsConfig(
-        PrometheusConfig(url.rstrip("/"), _timeout(prom, "prometheus"), token), archive_cfg, reports, smtp
+        PrometheusConfig(url, _timeout(prom, "prometheus"), token), archive_cfg, reports, smtp
     )
 
 
