@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -72,20 +73,36 @@ def test_cloud_exporter_serves_through_an_api_outage(tmp_path: Path, monkeypatch
             env=aws_seed.CREDS_ENV,
         )
         metrics = f"http://127.0.0.1:{port}/metrics"
+        seen: list[dict[str, list]] = []
+
+        def scrape_until(condition: Callable[[dict[str, list]], bool]) -> Callable[[], bool]:
+            """A wait check that keeps the scrape it last read, to assert on that same answer."""
+
+            def check() -> bool:
+                seen[:] = [_families(metrics)]
+                return condition(seen[0])
+
+            return check
+
         with exporter.start():
+            # The refresh sets the snapshot, then `up`: one scrape with both.
             assert wait_until(
-                lambda: len(_families(metrics).get("novacron_vm_info", [])) == N_VMS, timeout=30
-            )
-            assert _value(_families(metrics), "novacron_cloud_up") == 1.0
+                scrape_until(
+                    lambda f: len(f.get("novacron_vm_info", [])) == N_VMS
+                    and _value(f, "novacron_cloud_up") == 1.0
+                ),
+                timeout=60,
+            ), seen
 
             moto.stop()  # the cloud API goes away
-            # Still serving: up is 0, the last snapshot's VMs stay until stale_after.
-            assert wait_until(lambda: _value(_families(metrics), "novacron_cloud_up") == 0.0, timeout=15)
-            during = _families(metrics)
+            # Still serving: up is 0, the last snapshot's VMs stay until stale_after. Checked on the scrape
+            # that first says up 0: a later one may already be past stale_after on a slow machine.
+            assert wait_until(scrape_until(lambda f: _value(f, "novacron_cloud_up") == 0.0), timeout=30), seen
+            during = seen[0]
             assert len(during.get("novacron_vm_info", [])) == N_VMS
             assert during.get("novacron_cloud_data_age_seconds")
             # Past stale_after the VM series disappear (no flat line), the exporter still answers.
-            assert wait_until(lambda: not _families(metrics).get("novacron_vm_info"), timeout=20)
+            assert wait_until(lambda: not _families(metrics).get("novacron_vm_info"), timeout=60)
             after = _families(metrics)
             assert _value(after, "novacron_cloud_up") == 0.0
             assert exporter.alive()
