@@ -74,11 +74,19 @@ def test_generated_module_scrapes_a_real_snmpd(tmp_path: Path) -> None:
     # As deployed: TLS and basic auth (deploy/snmp/prometheus-scrape.yml scrapes it so).
     ca = tmp_path / "tls.crt"
     url = f"https://127.0.0.1:{port}/snmp?module=novacron_host&target=127.0.0.1:{udp}"
+    scrapes: list[dict[str, list]] = []
+
+    def answered() -> bool:
+        scrapes[:] = [_scrape(url, ca)]
+        return "memTotalReal" in scrapes[0]
+
     with snmpd.start(), exporter.start():
-        assert wait_until(lambda: "memTotalReal" in _scrape(url, ca), timeout=20), snmpd.log_tail()
+        # Neither process has a readiness probe (snmpd is UDP, the exporter has no ready path): the first
+        # complete walk says both are up. The checks below read that same scrape.
+        assert wait_until(answered, timeout=60, interval=0.5), snmpd.log_tail() + exporter.log_tail()
+        got = scrapes[0]
         anonymous = requests.get(url, timeout=20, verify=str(ca))
         assert anonymous.status_code == 401 and "memTotalReal" not in anonymous.text
-        got = _scrape(url, ca)
         lo = [s for s in got["ifHCInOctets"] if s.labels.get("ifDescr") == "lo"]
         assert lo and lo[0].labels["ifName"] == "lo" and lo[0].value >= 0
         assert got["memTotalReal"][0].value > 0
