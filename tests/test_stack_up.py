@@ -12,7 +12,7 @@ import pytest
 import requests
 import yaml
 
-from stack.processes import ManagedProcess, ProcessError
+from stack.processes import ManagedProcess, ProcessError, wait_until
 from tests.harness import free_port_block
 
 NOVACRON = [sys.executable, "-m", "stack.cli"]
@@ -77,14 +77,22 @@ def test_up_brings_every_target_up_then_down_stops_everything(tmp_path: Path) ->
         status = subprocess.run([*base, "status"], capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout
         assert "prometheus" in status.stdout and "DOWN" not in status.stdout
-        vms = requests.get(
-            f"{prom}/api/v1/query", params={"query": "count(novacron_vm_info)"}, timeout=5
-        ).json()
-        assert float(vms["data"]["result"][0]["value"][1]) >= 20
-        hosts = requests.get(
-            f"{prom}/api/v1/query", params={"query": "count by (host) (novacron_vm_info)"}, timeout=5
-        ).json()["data"]["result"]
-        assert {"kvm00", "kvm01"} <= {h["metric"]["host"] for h in hosts}  # each demo host named itself
+
+        def vms_and_hosts() -> tuple[float, set[str]]:
+            def query(expr: str) -> list[dict]:
+                resp = requests.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=5)
+                return list(resp.json()["data"]["result"])
+
+            vms = query("count(novacron_vm_info)")
+            hosts = {h["metric"]["host"] for h in query("count by (host) (novacron_vm_info)")}
+            return (float(vms[0]["value"][1]) if vms else 0.0), hosts
+
+        def fleet_in() -> bool:
+            vms, hosts = vms_and_hosts()
+            return vms >= 20 and {"kvm00", "kvm01"} <= hosts  # each demo host named itself
+
+        # The targets API may say `up` a moment before that scrape's samples are committed: wait for them.
+        assert wait_until(fleet_in, timeout=30), vms_and_hosts()
         down = subprocess.run([*base, "down"], capture_output=True, text=True, timeout=60)
         assert down.returncode == 0, down.stdout + down.stderr
         out, _ = up.communicate(timeout=60)
