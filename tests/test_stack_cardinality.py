@@ -18,7 +18,7 @@ def test_report_names_the_biggest_metrics_targets_and_flags_limits(tmp_path: Pat
         target = exporter.url.removeprefix("http://")
         scrape = [{"job_name": "libvirt", "static_configs": [{"targets": [target]}]}]
         with start_prometheus(tmp_path, scrape) as prom:
-            prom.wait_for('scrape_samples_scraped{job="libvirt"} > 0')
+            prom.wait_for('scrape_samples_scraped{job="libvirt"} > 0', timeout=60)
             report = build_report(prom.url, label_value_limit=40, target_sample_limit=100)
             assert report.head_series > 50
             counts = [count for _name, count in report.top_metrics]
