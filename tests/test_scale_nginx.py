@@ -83,7 +83,7 @@ def test_nginx_spreads_calls_over_both_replicas_and_survives_one_killed(
             assert resp.status_code == 200, resp.text
             assert len([a for a in api.alerts() if a["labels"]["alertname"].startswith("LbTest")]) == i + 1
         # nginx logs a request just after answering it: wait for every line before reading the log.
-        assert wait_until(lambda: _api_calls_logged(prefix) == 2 * CALLS, timeout=10)
+        assert wait_until(lambda: _api_calls_logged(prefix) == 2 * CALLS, timeout=30)
         served = _served_by(prefix)  # (the readiness probe of /healthz went through nginx too)
         assert {code for _, _, code, _ in served} == {200}
         # Round robin: both replicas answered webhooks and API reads alike (2 x CALLS requests).
@@ -99,7 +99,7 @@ def test_nginx_spreads_calls_over_both_replicas_and_survives_one_killed(
         assert codes == Counter({200: 2 * CALLS}), codes
         names = {a["labels"]["alertname"] for a in api.alerts()}
         assert {f"LbAfter{i:02d}" for i in range(CALLS)} <= names
-        assert wait_until(lambda: _api_calls_logged(prefix) == 4 * CALLS + 1, timeout=10)
+        assert wait_until(lambda: _api_calls_logged(prefix) == 4 * CALLS + 1, timeout=30)
         after = _served_by(prefix)[len(served) :]
         assert {replica for _, replica, _, _ in after} == {backends[1]}, after  # the survivor answered all
         assert max(tries for *_, tries in after) == 2  # nginx tried the dead one, then the other
