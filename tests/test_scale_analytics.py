@@ -66,16 +66,18 @@ def test_two_sidecars_cover_the_fleet_once_and_take_over(tmp_path: Path) -> None
             a, b = _vm_ids(sidecars[0].url), _vm_ids(sidecars[1].url)
             return bool(a) and bool(b) and not a & b and len(a | b) == VMS
 
-        assert wait_until(split_once, timeout=40, interval=0.5), [_vm_ids(s.url) for s in sidecars]
+        assert wait_until(split_once, timeout=90, interval=0.5), [_vm_ids(s.url) for s in sidecars]
 
         sidecars[1].stop()
-        assert wait_until(lambda: len(_vm_ids(sidecars[0].url)) == VMS, timeout=30, interval=0.5)
-        prom.wait_for('novacron_analytics_shard_owned{shard_index="1"}', predicate=lambda r: len(r) == 1)
+        assert wait_until(lambda: len(_vm_ids(sidecars[0].url)) == VMS, timeout=60, interval=0.5)
+        prom.wait_for(
+            'novacron_analytics_shard_owned{shard_index="1"}', predicate=lambda r: len(r) == 1, timeout=60
+        )
 
         back = _sidecar(tmp_path, prom.url, 1, ports[1]).start()
         procs.append(back)
         sidecars[1] = back
-        assert wait_until(split_once, timeout=40, interval=0.5), [_vm_ids(s.url) for s in sidecars]
+        assert wait_until(split_once, timeout=90, interval=0.5), [_vm_ids(s.url) for s in sidecars]
     finally:
         for proc in reversed(procs):
             proc.stop()
