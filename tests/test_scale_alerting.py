@@ -96,16 +96,18 @@ def test_every_alert_notified_exactly_once_through_ha_pairs(tmp_path: Path, post
         )
         procs.append(prom)
         # Both peers see each other and every alert, both bridges share every alert through PostgreSQL.
-        wait(lambda: len(am1.alerts()) == N_ALERTS and len(am0.alerts()) == N_ALERTS, timeout=30)
-        wait(lambda: all(len(_recorded(b.url)) == N_ALERTS for b in bridges), timeout=30)
+        wait(lambda: len(am1.alerts()) == N_ALERTS and len(am0.alerts()) == N_ALERTS, timeout=60)
+        wait(lambda: all(len(_recorded(b.url)) == N_ALERTS for b in bridges), timeout=60)
         assert smtp.messages == []
 
         am1.kill()  # one Alertmanager peer gone
         bridges[0].kill()  # kill -9 of a replica holding claimed outbox rows
         smtp.start()
-        wait(lambda: len(smtp.messages) >= N_ALERTS, timeout=60)
+        # The survivor's channel breaker and the dead replica's deferred rows each wait up to 30 s
+        # (breaker_reset_seconds) before the next try, on top of the claim expiry: allow for both.
+        wait(lambda: len(smtp.messages) >= N_ALERTS, timeout=120)
         # Let the surviving replica finish anything it still retries before counting.
-        wait(lambda: _outbox_depth(bridges[1].url) == 0, timeout=30)
+        wait(lambda: _outbox_depth(bridges[1].url) == 0, timeout=60)
         subjects = Counter(str(m["Subject"]) for m in smtp.messages)
         ids = Counter(str(m["Message-ID"]) for m in smtp.messages)
         assert len(smtp.messages) == N_ALERTS, subjects
