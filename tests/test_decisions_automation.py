@@ -241,18 +241,12 @@ def test_through_an_alertmanager_pair_still_one_call_per_decision(
     receiver: tuple[Receiver, str], tmp_path: Any, alertmanager_factory: Any
 ) -> None:
     """Decision alerts sent to both Alertmanagers of a gossip pair, again and again, as Prometheus does."""
-    from stack.processes import free_port
+    from alert_bridge.testing import WEBHOOK_TOKEN
     from tests.test_bridge_alertmanager import am_alert, am_config, post_alerts
 
     rec, url = receiver
-    port = free_port()
     token_file = tmp_path / "webhook.token"
-    from alert_bridge.testing import WEBHOOK_TOKEN
-
     token_file.write_text(WEBHOOK_TOKEN)
-    cfg = am_config(port, token_file)
-    am1 = alertmanager_factory(cfg, cluster=True)
-    am2 = alertmanager_factory(cfg, peers=[am1.cluster_address])
     alerts = [
         am_alert(
             "NovaCronGroupScaleOutRecommended", group="web", direction="out", severity="info", type="decision"
@@ -267,12 +261,17 @@ def test_through_an_alertmanager_pair_still_one_call_per_decision(
             type="decision",
         ),
     ]
-    with inprocess_bridge(_config(url), f"sqlite:///{tmp_path / 'b.db'}", port=port) as b:
+    # The bridge listens first and the Alertmanagers are given its port: a port picked free and bound only
+    # after two Alertmanagers (web and gossip ports of their own) have started could be taken meanwhile.
+    with inprocess_bridge(_config(url), f"sqlite:///{tmp_path / 'b.db'}") as b:
+        cfg = am_config(int(b.url.rsplit(":", 1)[1]), token_file)
+        am1 = alertmanager_factory(cfg, cluster=True)
+        am2 = alertmanager_factory(cfg, peers=[am1.cluster_address])
         for _ in range(3):
             post_alerts(am1.url, alerts)
             post_alerts(am2.url, alerts)
-        [action] = wait(lambda: b.admin.get("/api/v1/automation/actions").json(), timeout=30)
-        wait(lambda: rec.requests, timeout=30)
+        [action] = wait(lambda: b.admin.get("/api/v1/automation/actions").json(), timeout=60)
+        wait(lambda: rec.requests, timeout=60)
         for _ in range(3):  # more evaluations, more flushes of both peers
             post_alerts(am2.url, alerts)
             post_alerts(am1.url, alerts)
@@ -284,7 +283,7 @@ def test_through_an_alertmanager_pair_still_one_call_per_decision(
         assert [x["action"] for x in rec.bodies()] == ["scale_group"]
         assert len(b.admin.get("/api/v1/automation/actions").json()) == 1
         assert b.admin.post(f"/api/v1/automation/actions/{action['id']}/approve").status_code == 200
-        wait(lambda: len(rec.requests) == 2, timeout=30)
+        wait(lambda: len(rec.requests) == 2, timeout=60)
         b.worker.run_once()
         assert sorted(x["action"] for x in rec.bodies()) == ["migrate_vm", "scale_group"]
         assert all(signed(h, body) for h, body in rec.requests)
