@@ -27,9 +27,9 @@ from alert_bridge.testing import ADMIN_TOKEN, WEBHOOK_TOKEN, Client, Receiver, b
 from exporters.libvirt.domainxml import NOVACRON_NS
 from stack.fleet import fleet_xml
 from stack.plan import console_script
-from stack.processes import ManagedProcess, free_port, wait_until
+from stack.processes import ManagedProcess, wait_until
 from stack.servers import Alertmanager, Prometheus, prometheus_config
-from tests.harness import libvirt_exporter
+from tests.harness import free_port_block, libvirt_exporter
 from tests.harness.backfill import History, create_blocks
 from tests.test_decisions_automation import SECRET, signed
 
@@ -78,8 +78,12 @@ def _domains(node: Path) -> list[tuple[str, str, int]]:
 
 
 def _backfill(domains: list[tuple[str, str, int]], prom_data: Path, tmp: Path) -> None:
-    """Two days of CPU counters: the hot group's VMs use 95 % of their vCPUs, the others 50 %."""
-    end = math.floor(time.time() / STEP) * STEP
+    """Two days of CPU counters: the hot group's VMs use 95 % of their vCPUs, the others 50 %.
+
+    The newest sample is a second old, not on the 5-minute grid: the deciders' rate() over 15 minutes is
+    exact only while that sample is less than 1.1 steps (330 s) old, and a grid-aligned one could be 299 s
+    old already, leaving a slow start-up half a minute before the hot group's load seemed to drop."""
+    end = math.floor(time.time()) - 1
     ts = np.arange(end - DAYS * 86400, end + 1, STEP, dtype=float)
     om = History()
     for vm, group, vcpus in domains:
@@ -177,7 +181,10 @@ def chain(tmp_path: Path, httpserver: Any) -> Iterator[dict[str, Any]]:
     )
     webhook_token = tmp_path / "webhook.token"
     webhook_token.write_text(WEBHOOK_TOKEN)
-    ports = {name: free_port() for name in ("exporter", "sidecar", "live", "dry")}
+    # Below the ephemeral range: the sidecar binds its port only after everything else has started (and
+    # made connections, whose local ports could take a port picked by free_port() meanwhile).
+    base = free_port_block(4)
+    ports = {name: base + i for i, name in enumerate(("exporter", "sidecar", "live", "dry"))}
     exporter = libvirt_exporter(
         tmp_path, f"test://{node}", "--libvirt.hostname=kvm-chain", port=ports["exporter"]
     )
@@ -240,12 +247,12 @@ def test_a_hot_group_reaches_novacron_automation_once_signed_and_never_in_dry_ru
 ) -> None:
     prom, live, dry = chain["prom"], chain["receivers"]["live"], chain["receivers"]["dry"]
     # The sidecar decides: the hot group scales out; Prometheus turns the decision into an alert.
-    firing = prom.wait_for('ALERTS{alertname="NovaCronGroupScaleOutRecommended", alertstate="firing"}', 45)
+    firing = prom.wait_for('ALERTS{alertname="NovaCronGroupScaleOutRecommended", alertstate="firing"}', 90)
     assert [r["metric"]["group"] for r in firing] == [HOT]
-    assert wait_until(lambda: bool(live.requests), timeout=20, interval=0.1)
+    assert wait_until(lambda: bool(live.requests), timeout=60, interval=0.1)
     dry_audit = wait_until(
         lambda: any(a["action"] == "automation:dry_run" for a in _automation_audit(chain["bridges"]["dry"])),
-        timeout=20,
+        timeout=60,
         interval=0.2,
     )
     assert dry_audit
