@@ -21,8 +21,8 @@ from analytics_sidecar.decisions.engine import DecisionEngine, Decisions
 from analytics_sidecar.decisions.scaling import _Track
 from analytics_sidecar.decisions.wiring import attach, holds_decision_lease
 from stack.plan import console_script
-from stack.processes import ManagedProcess, free_port, wait_until
-from tests.harness import fleet_prometheus, test_driver_fleet
+from stack.processes import ManagedProcess, wait_until
+from tests.harness import fleet_prometheus, free_port_block, test_driver_fleet
 from tests.test_decisions_chain import start_all, stop_all
 
 TOKEN = "sharding-decisions-token"
@@ -160,7 +160,11 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
     (tmp_path / "analytics.yml").write_text(
         yaml.safe_dump({"api": {"token_file": str(tmp_path / "token")}, "analysis": {"lookback": "1h"}})
     )
-    ports = [free_port(), free_port()]
+    # Below the ephemeral range: the sidecars bind after Prometheus starts scraping them, and replica 0
+    # binds its port a second time after the failover; a free_port() one could be taken by any outgoing
+    # connection (or a scrape's self-connect) in between.
+    base = free_port_block(2)
+    ports = [base, base + 1]
     exporter, prom = fleet_prometheus(tmp_path, uri, VMS, ports)
     procs: list[Any] = [exporter, prom]
     try:
@@ -171,19 +175,26 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
 
         # Both alive: replica 0 decides, replica 1 stands by (no decision series, API 503 naming why). At a
         # joint start replica 1 may decide for a cycle until replica 0's first heartbeat is scraped.
-        assert wait_until(lambda: _deciding(urls[0]) and _standing_by(urls[1]), timeout=30, interval=0.3), [
+        assert wait_until(lambda: _deciding(urls[0]) and _standing_by(urls[1]), timeout=60, interval=0.3), [
             _metrics(u) for u in urls
         ]
         assert _api_status(urls[0])[0] == 200
         # Once each replica analyses only its own share, the decider's groups still hold every VM.
-        assert wait_until(lambda: _owned(urls[0]) == {"0"} and _owned(urls[1]) == {"1"}, 30, 0.3)
+        assert wait_until(lambda: _owned(urls[0]) == {"0"} and _owned(urls[1]) == {"1"}, 60, 0.3)
         settled = time.time()
-        assert wait_until(lambda: _group_members(urls[0], settled) != -1, timeout=15, interval=0.3)
-        assert _group_members(urls[0], settled) == VMS
+        # One wait for the whole answer (a cycle after `settled` holding every VM), not a wait for any
+        # cycle followed by a separate read.
+        members = [-1]
+
+        def every_vm() -> bool:
+            members[0] = _group_members(urls[0], settled)
+            return members[0] == VMS
+
+        assert wait_until(every_vm, timeout=30, interval=0.3), members[0]
 
         sidecars[0].stop()
         stopped = time.monotonic()
-        assert wait_until(lambda: _deciding(urls[1]), timeout=TTL + 15, interval=0.2), _metrics(urls[1])
+        assert wait_until(lambda: _deciding(urls[1]), timeout=TTL + 60, interval=0.2), _metrics(urls[1])
         took = time.monotonic() - stopped
         # Replica 0's last heartbeat is at most a scrape old: the TTL, then one cycle of replica 1 (and the
         # scrape that makes the heartbeat visible) on a noisy shared machine.
@@ -193,7 +204,7 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
         # Replica 0 comes back: it decides again and replica 1 steps down (one decider per live set).
         back = _sidecar(tmp_path, prom.url, 0, ports[0]).start()
         procs.append(back)
-        assert wait_until(lambda: _deciding(urls[0]) and _standing_by(urls[1]), timeout=30, interval=0.3), [
+        assert wait_until(lambda: _deciding(urls[0]) and _standing_by(urls[1]), timeout=60, interval=0.3), [
             _metrics(u) for u in urls
         ]
     finally:
