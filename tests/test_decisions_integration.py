@@ -33,6 +33,7 @@ from exporters.common.web import serve_in_thread
 from stack.fleet import write_fleet
 from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Prometheus, prometheus_config
+from tests.harness import free_port_block
 from tests.harness.backfill import History, create_blocks
 
 STEP = 300
@@ -60,7 +61,10 @@ def _cloud_vm(om: History, ts: np.ndarray, vm: str, util: float, tenant: str, gr
 
 
 def build_history(now: float, fleets: dict[str, Path], path: Path) -> None:
-    end = math.floor(now / STEP) * STEP
+    # The newest sample a second before `now`, not on the 5-minute grid: each decision cycle reads the CPU
+    # counters with rate() over 15 minutes, exact only while that sample is less than 1.1 steps (330 s)
+    # old; a grid-aligned one could be 299 s old already, and the hot host would cool down mid-module.
+    end = math.floor(now) - 1
     ts = np.arange(end - DAYS * 86400, end + 1, STEP, dtype=float)
     om = History()
     for host, node in fleets.items():
@@ -109,7 +113,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     prom_dir = tmp / "prometheus"
     (prom_dir / "data").mkdir(parents=True)
     create_blocks(history, prom_dir / "data")
-    ports = {h: free_port() for h in HOSTS}
+    # Below the ephemeral range: kvm-spare's exporter binds its port again after being stopped, and an
+    # outgoing connection could take a free_port() one in between.
+    base = free_port_block(len(HOSTS))
+    ports = {h: base + i for i, h in enumerate(HOSTS)}
     jobs = [
         {"job_name": f"libvirt-{h}", "static_configs": [{"targets": [f"127.0.0.1:{p}"]}]}
         for h, p in ports.items()
@@ -316,7 +323,7 @@ def test_failover_after_the_hold_time_and_not_on_a_blip(env: dict[str, Any]) -> 
     procs["kvm-spare"].stop()
     prom.wait_for(f"{spare_up} == 0", timeout=20)
     _decide(loop)
-    assert wait_until(lambda: _decide(loop) and _health(env)["kvm-spare"]["failover"], FAILOVER_FOR + 10, 0.5)
+    assert wait_until(lambda: _decide(loop) and _health(env)["kvm-spare"]["failover"], FAILOVER_FOR + 30, 0.5)
     m = _metrics(env["url"])
     assert {lab["host"]: v for lab, v in m["novacron_host_failover_signal"]} == {
         "kvm-hot": 0,
