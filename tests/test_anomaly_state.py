@@ -29,7 +29,7 @@ from analytics_sidecar.anomaly.engine import INDEX_FILE, SeriesState
 from exporters.common.web import ExporterApp, registry_with, serve_in_thread
 from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Prometheus
-from tests.harness import start_prometheus
+from tests.harness import free_port_block, start_prometheus
 
 TOKEN = "state-test-token-0123456789"
 VMS = {"vm-a": "kvm-1", "vm-b": "kvm-2"}
@@ -94,7 +94,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def start_sidecar(fleet: dict[str, Any], run: int) -> ManagedProcess:
-    port = free_port()
+    port = free_port_block(1)  # bound only once the process has started: below the ephemeral range
     binary = str(Path(sys.executable).parent / "novacron-analytics")
     proc = ManagedProcess(
         f"analytics-{run}",
@@ -138,7 +138,7 @@ def api_series(proc: ManagedProcess) -> dict[str, dict[str, Any]]:
 def stop(proc: ManagedProcess, sig: int = signal.SIGTERM) -> None:
     assert proc.proc is not None
     os.killpg(proc.proc.pid, sig)
-    assert proc.proc.wait(20) == 0, proc.log_tail()
+    assert proc.proc.wait(60) == 0, proc.log_tail()
 
 
 def grid_points_after(last: float, end: float) -> int:
