@@ -51,8 +51,8 @@ from tests.fakes import aws_seed
 from tests.fakes.azure_metrics import TOKEN as AZURE_TOKEN
 from tests.fakes.azure_metrics import AzureFake
 from tests.fakes.gcp_monitoring import GcpMonitoringFake
+from tests.harness import free_port_block, start_alertmanager, start_smtp, test_driver_fleet
 from tests.harness import libvirt_exporter as harness_libvirt_exporter
-from tests.harness import start_alertmanager, start_smtp, test_driver_fleet
 from tests.harness.azure_identity import ManagedIdentityEndpoint
 from tests.harness.backfill import History, Sample, create_blocks, grid, parse_exposition
 
@@ -208,7 +208,7 @@ def cloud_exporter(
     }
     path = tmp / "cloud-exporter.yml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
+    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
     return ManagedProcess(
         "cloud-exporter",
         [
@@ -344,7 +344,7 @@ def alert_bridge(tmp: Path, smtp_host: str, smtp_port: int, token_file: Path) ->
         "delivery": {"worker_interval_seconds": 0.5},
     }
     (tmp / "bridge.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
+    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
     return ManagedProcess(
         "alert-bridge",
         [
@@ -483,7 +483,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, moto_server: ManagedProcess)
             start_alertmanager(tmp, alertmanager_config(bridge.url, token_file), cluster=True)
         )
         (tmp / "always.rules.yml").write_text(ALWAYS_FIRING)
-        prom_port, sidecar_port = free_port(), free_port()
+        # Below the ephemeral range: Prometheus scrapes the sidecar's port long before the sidecar binds it,
+        # and any connection made meanwhile could get a free_port() one as its local port.
+        prom_port = free_port_block(2)
+        sidecar_port = prom_port + 1
         jobs = [
             {"job_name": "novacron-libvirt", "static_configs": [{"targets": [libvirt.url]}]},
             {"job_name": "novacron-cloud", "static_configs": [{"targets": [cloud.url]}]},
@@ -504,7 +507,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, moto_server: ManagedProcess)
         prom.wait_for('count(up{job=~"novacron-libvirt|novacron-cloud"} == 1) == 2', timeout=60)
         prom.wait_for('count(novacron_vm_cpu_utilisation_ratio{job="novacron-cloud"} > 0.3) == 5', timeout=60)
         stack.enter_context(analytics_sidecar(tmp, prom.url, sidecar_port))
-        prom.wait_for('count(novacron_baseline_upper{resource="cpu", vm_id=~"i-.*"}) == 3', timeout=90)
+        prom.wait_for('count(novacron_baseline_upper{resource="cpu", vm_id=~"i-.*"}) == 3', timeout=180)
         for expr in (
             "novacron_vm_recommended_vcpus",
             "novacron_vm_cpu_forecast_cores",
@@ -522,8 +525,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, moto_server: ManagedProcess)
             "rate(novacron_cloud_api_throttled_total[1m])",
             "host:novacron_host_cpu_utilisation:ratio",
         ):
-            prom.wait_for(expr, timeout=90)
-        prom.wait_for("count_over_time(up[1m]) > 5", timeout=30)
+            prom.wait_for(expr, timeout=120)
+        prom.wait_for("count_over_time(up[1m]) > 5", timeout=60)
         yield {
             "prom": prom,
             "kvm_vms": _vm_ids(libvirt_page, "kvm"),
@@ -593,11 +596,12 @@ def test_write_back_is_the_live_sidecars(stack) -> None:  # type: ignore[no-unty
     # The AWS VMs ran at 20 % for days and run at 37 % now: above the band the sidecar learned.
     cpu = 'vm:novacron_vm_cpu_utilisation:ratio{vm_id=~"i-.*"}'
     above = f'{cpu} > on(vm_id) novacron_baseline_upper{{resource="cpu"}}'
-    assert len(prom.query(above)) == 3
+    prom.wait_for(above, timeout=60, predicate=lambda r: len(r) == 3)  # a recording rule of the live data
     # Consolidation packed the KVM host's VMs; the bridge emailed the firing alerts through the SMTP sink.
     assert prom.query('novacron_consolidation_hosts{scenario="needed"} >= 1')
-    delivered = prom.query('sum(novacron_bridge_notifications_total{result="delivered"})')
-    assert delivered and float(delivered[0]["value"][1]) >= 1 and stack["smtp"].messages
+    # The fixture waited for the bridge's first notification, not for a delivered one scraped back.
+    prom.wait_for('sum(novacron_bridge_notifications_total{result="delivered"}) >= 1', timeout=60)
+    stack["smtp"].wait_for(timeout=60)  # an AssertionError if no e-mail arrives
 
 
 def test_variable_queries_resolve(stack) -> None:  # type: ignore[no-untyped-def]
