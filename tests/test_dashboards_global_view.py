@@ -11,8 +11,9 @@ import requests
 
 from dashboards.catalog import build_all
 from dashboards.evaluate import Prometheus, run_dashboard
-from stack.processes import ManagedProcess, free_port
+from stack.processes import ManagedProcess, wait_until
 from stack.scale import victoria_argv
+from tests.harness import free_port_block
 
 SLOS = {"vm-availability": 0.999, "exporter-availability": 0.99}
 SERIES = {  # name: value on shard 0 (shard 1 gets twice the error, half the budget)
@@ -28,7 +29,7 @@ SERIES = {  # name: value on shard 0 (shard 1 gets twice the error, half the bud
 def global_view(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A VictoriaMetrics with two shards' copies of the SLO series, a sample a minute for the last day."""
     workdir = tmp_path_factory.mktemp("global-view")
-    port = free_port()
+    port = free_port_block(1)  # bound once VictoriaMetrics has started: below the ephemeral range
     url = f"http://127.0.0.1:{port}"
     with ManagedProcess(
         "victoria", victoria_argv(workdir / "data", f"127.0.0.1:{port}"), workdir / "victoria.log",
@@ -48,6 +49,16 @@ def global_view(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                         lines.append(f"{name}{{{labels}}} {v} {ts}000")
         requests.post(f"{url}/api/v1/import/prometheus", data="\n".join(lines), timeout=60).raise_for_status()
         requests.get(f"{url}/internal/force_flush", timeout=30).raise_for_status()
+        # Every imported series searchable before the board reads them (a flush makes them so; a wait
+        # costs nothing when it has, and a busy machine gets the time it needs when it has not).
+        expected = len(SLOS) * 2 * (len(SERIES) + 1)
+
+        def searchable() -> bool:
+            query = {"query": 'count({__name__=~"slo:.+"})'}
+            body = requests.get(f"{url}/api/v1/query", params=query, timeout=10).json()
+            return [float(r["value"][1]) for r in body["data"]["result"]] == [expected]
+
+        assert wait_until(searchable, timeout=60), "the imported SLO series are not searchable"
         yield url
 
 
