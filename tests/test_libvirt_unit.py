@@ -291,7 +291,7 @@ def test_a_domain_that_never_answers_costs_only_itself(tmp_path: Path) -> None:
             assert samples["novacron_storage_pool_capacity_bytes"]  # host-level data is not starved
             assert samples["novacron_network_active"]
         # The second scrape did not ask the stuck domain again: at most the first scrape's calls are pinned.
-        assert wait_until(lambda: target.pool.busy() <= 2, timeout=5), target.pool.busy()
+        assert wait_until(lambda: target.pool.busy() <= 2, timeout=30), target.pool.busy()
     finally:
         release.set()
         target.close()
@@ -440,18 +440,24 @@ def test_metadata_changes_show_after_the_refresh_without_a_timeout(tmp_path: Pat
     )
     assert tenant() == before  # cached XML until it is older than the TTL
     time.sleep(0.1)
-    assert wait_until(lambda: tenant() == "newco", timeout=5)  # refreshed in the background
+    assert wait_until(lambda: tenant() == "newco", timeout=30)  # refreshed in the background
 
 
 class _SlowCountingConn:
-    """Counts bulk calls; listing takes a moment so two scrapes overlap."""
+    """Counts bulk calls; the first listing waits until `overlapping` scrapes have started, then takes a
+    moment, so they overlap however late a loaded machine starts their threads."""
 
-    def __init__(self, real: Any) -> None:
+    def __init__(self, real: Any, started: threading.Semaphore, overlapping: int) -> None:
         self.real = real
         self.bulk_calls = 0
+        self.started = started
+        self.overlapping = overlapping
 
     def listAllDomains(self, flags: int = 0) -> list[Any]:
-        time.sleep(0.3)
+        while self.overlapping:
+            self.overlapping -= 1
+            self.started.acquire(timeout=10)
+        time.sleep(0.3)  # the scrapes that started join this round while it lists
         return list(self.real.listAllDomains(flags))
 
     def domainListGetStats(self, doms: list[Any], stats: int, flags: int) -> list[Any]:
@@ -463,10 +469,17 @@ class _SlowCountingConn:
 
 
 def test_overlapping_scrapes_share_one_libvirt_round(tmp_path: Path) -> None:
-    conn = _SlowCountingConn(libvirt.openReadOnly(test_driver_fleet(tmp_path, n_domains=5, seed=6)))
+    started = threading.Semaphore(0)
+    real = libvirt.openReadOnly(test_driver_fleet(tmp_path, n_domains=5, seed=6))
+    conn = _SlowCountingConn(real, started, overlapping=3)
     target = Target("test:///shared", DEFAULT_GROUPS, opener=lambda _uri: conn, parallelism=1)
     results: list[Snapshot] = []
-    threads = [threading.Thread(target=lambda: results.append(target.scrape(5))) for _ in range(3)]
+
+    def scrape() -> None:
+        started.release()
+        results.append(target.scrape(5))
+
+    threads = [threading.Thread(target=scrape) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
