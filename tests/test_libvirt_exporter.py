@@ -19,6 +19,7 @@ from exporters.libvirt.main import build_parser, make_app, settings_from
 from tests.harness import (
     ManagedProcess,
     free_port,
+    free_port_block,
     start_prometheus,
     test_driver_fleet,
     test_driver_hosts,
@@ -61,7 +62,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def exporter(fleet: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real command line, as a child process, on the 100-domain fleet."""
-    port = free_port()
+    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
     argv = [
         *EXPORTER,
         f"--libvirt.uri={fleet}",
@@ -174,10 +175,12 @@ def test_web_config_basic_auth_and_collector_flags(fleet: str, tmp_path: Path) -
 def test_five_thousand_domains_are_all_exported(tmp_path: Path) -> None:
     uri = test_driver_fleet(tmp_path, n_domains=5000, seed=11)
     port = free_port()
-    args = build_parser().parse_args([f"--libvirt.uri={uri}", "--libvirt.timeout=20s"])
+    # One scrape of 5,000 domains takes ~5 s idle and came near the former 20 s deadline on a loaded 2-core
+    # machine: a deadline well past that, so a slow machine times no domain out (deadlines have own tests).
+    args = build_parser().parse_args([f"--libvirt.uri={uri}", "--libvirt.timeout=90s"])
     server = serve_in_thread(make_app(settings_from(args)), f"127.0.0.1:{port}")
     try:
-        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=60).text
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=180).text
     finally:
         server.shutdown()
     # Counting lines, not parsing 160,000 samples: the parser would dominate the test's run time.
@@ -200,10 +203,10 @@ def test_prometheus_scrapes_both_modes_and_documented_queries_answer(exporter: s
     probe_job["relabel_configs"][-1]["replacement"] = exporter
     direct = {"job_name": "libvirt", "scrape_interval": "1s", "static_configs": [{"targets": [exporter]}]}
     with start_prometheus(tmp_path, scrape_configs=[direct, probe_job]) as prom:
-        prom.wait_for('count(up{job="novacron-libvirt-probe"} == 1) == 2', timeout=30)
-        prom.wait_for('count(novacron_vm_info{job="novacron-libvirt-probe"}) == 10', timeout=30)
+        prom.wait_for('count(up{job="novacron-libvirt-probe"} == 1) == 2', timeout=60)
+        prom.wait_for('count(novacron_vm_info{job="novacron-libvirt-probe"}) == 10', timeout=60)
         for query in DOCUMENTED_QUERIES:
-            assert prom.wait_for(query, timeout=30), query
+            assert prom.wait_for(query, timeout=60), query
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
@@ -222,7 +225,7 @@ def test_tls_and_basic_auth_from_the_command_line(fleet: str, tmp_path: Path) ->
             }
         )
     )
-    port = free_port()
+    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
     argv = [
         *EXPORTER,
         f"--libvirt.uri={fleet}",
@@ -233,7 +236,7 @@ def test_tls_and_basic_auth_from_the_command_line(fleet: str, tmp_path: Path) ->
     proc = ManagedProcess("libvirt-exporter-tls", argv, tmp_path / "exporter.log", cwd=REPO)
     with proc:
         assert wait_until(
-            lambda: requests.get(url, verify=str(cert), timeout=5).status_code == 401, timeout=20
+            lambda: requests.get(url, verify=str(cert), timeout=5).status_code == 401, timeout=60
         )
         resp = requests.get(url, verify=str(cert), auth=("p", "pw"), timeout=10)
         assert resp.status_code == 200 and "novacron_vm_info{" in resp.text
