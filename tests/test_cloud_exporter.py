@@ -26,7 +26,7 @@ from exporters.common.web import serve_in_thread
 from tests.fakes import aws_seed
 from tests.fakes.azure_metrics import AzureFake, StaticTokenCredential
 from tests.fakes.gcp_monitoring import GcpMonitoringFake
-from tests.harness import ManagedProcess, free_port
+from tests.harness import ManagedProcess, free_port, free_port_block, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "exporters.cloud.main"]
@@ -137,7 +137,7 @@ def test_example_config_is_valid() -> None:
 
 
 def test_command_line_serves_moto_data_and_stops_on_sigterm(tmp_path: Path, moto: str) -> None:
-    port = free_port()
+    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
     config = write_config(tmp_path, [aws_section(moto)])
     proc = ManagedProcess(
         "cloud-exporter",
@@ -147,14 +147,21 @@ def test_command_line_serves_moto_data_and_stops_on_sigterm(tmp_path: Path, moto
         env=aws_seed.CREDS_ENV,
         cwd=REPO,
     )
+    up = 'novacron_cloud_up{account="123456789012",provider="aws",region="ap-southeast-2"} 1.0'
     with proc:
-        deadline = time.monotonic() + 30
         text = ""
-        while time.monotonic() < deadline and "novacron_vm_cpu_utilisation_ratio{" not in text:
-            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-            time.sleep(0.3)
-        assert text.count("novacron_vm_info{") == 4
-        assert 'novacron_cloud_up{account="123456789012",provider="aws",region="ap-southeast-2"} 1.0' in text
+
+        def served() -> bool:
+            # The whole expected answer in one scrape: the first refresh runs in the background.
+            nonlocal text
+            text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            return (
+                "novacron_vm_cpu_utilisation_ratio{" in text
+                and text.count("novacron_vm_info{") == 4
+                and up in text
+            )
+
+        assert wait_until(served, timeout=60, interval=0.3), text
         assert proc.proc is not None
         proc.proc.send_signal(signal.SIGTERM)
         assert proc.proc.wait(timeout=15) == 0
@@ -213,7 +220,7 @@ def all_clouds(moto: str) -> Iterator[str]:
 def test_prometheus_sees_vms_of_all_four_sources(
     tmp_path: Path, all_clouds: str, prometheus_factory: Callable[..., Any]
 ) -> None:
-    lv_port = free_port()
+    lv_port = free_port_block(1)  # bound once the process has started: below the ephemeral range
     libvirt = ManagedProcess(
         "libvirt-exporter",
         [
@@ -234,19 +241,36 @@ def test_prometheus_sees_vms_of_all_four_sources(
                 {"job_name": "libvirt", "static_configs": [{"targets": [f"127.0.0.1:{lv_port}"]}]},
             ]
         )
+
+        # Each wait is for the whole expected answer: the providers refresh apart from each other.
+        def counts(r: list[dict[str, Any]]) -> dict[str, int]:
+            return {x["metric"]["provider"]: int(x["value"][1]) for x in r}
+
+        def clouds(r: list[dict[str, Any]]) -> dict[str, int]:
+            return {k: v for k, v in counts(r).items() if k != "kvm"}
+
         result = prom.wait_for(
-            "count by (provider) (novacron_vm_info)", timeout=45, predicate=lambda r: len(r) == 4
+            "count by (provider) (novacron_vm_info)",
+            timeout=90,
+            predicate=lambda r: len(r) == 4 and clouds(r) == {"aws": 4, "azure": 3, "gcp": 2},
         )
-        counts = {r["metric"]["provider"]: int(r["value"][1]) for r in result}
-        assert counts["aws"] == 4 and counts["azure"] == 3 and counts["gcp"] == 2 and counts["kvm"] >= 1
+        assert counts(result)["kvm"] >= 1
         # The same normalised CPU name answers for every cloud VM, joined to its identity.
+        expected_cpu = {"aws": 0.5, "azure": 0.2, "gcp": 0.7}
+
+        def by_provider(r: list[dict[str, Any]]) -> dict[str, float]:
+            return {x["metric"]["provider"]: float(x["value"][1]) for x in r}
+
         cpu = prom.wait_for(
             "avg by (provider) (novacron_vm_cpu_utilisation_ratio"
             " * on(vm_id) group_left(provider) novacron_vm_info)",
-            timeout=30,
-            predicate=lambda r: len(r) == 3,
+            timeout=60,
+            predicate=lambda r: by_provider(r) == pytest.approx(expected_cpu),
         )
-        by_provider = {r["metric"]["provider"]: float(r["value"][1]) for r in cpu}
-        assert by_provider == pytest.approx({"aws": 0.5, "azure": 0.2, "gcp": 0.7})
-        up = prom.query("novacron_cloud_up")
-        assert {r["metric"]["provider"] for r in up if r["value"][1] == "1"} == {"aws", "azure", "gcp"}
+        assert by_provider(cpu) == pytest.approx(expected_cpu)
+        up = prom.wait_for(
+            "novacron_cloud_up == 1",
+            timeout=60,
+            predicate=lambda r: {x["metric"]["provider"] for x in r} == {"aws", "azure", "gcp"},
+        )
+        assert {r["metric"]["provider"] for r in up} == {"aws", "azure", "gcp"}
