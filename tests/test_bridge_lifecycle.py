@@ -149,7 +149,7 @@ def test_lease_expiry_and_metrics(tmp_path):
     with inprocess_bridge(config, f"sqlite:///{tmp_path / 'b.db'}") as b:
         b.hook.post("/webhook/alertmanager", payload([alert("Lease", host="h")]))
         # Absence is not resolution: the alert expires only when its lease has run out.
-        wait(lambda: b.admin.alerts(state="expired"), timeout=10)
+        wait(lambda: b.admin.alerts(state="expired"), timeout=30)
         [expired] = b.admin.alerts()
         assert expired["status"] == "resolved" and expired["endsAt"] is None
         # The same firing period arriving again revives it.
