@@ -114,7 +114,7 @@ def test_guest_shut_off_pages_by_email_and_resolves_when_started(pipeline: dict[
     prom.wait_for(f'novacron_vm_state{{vm_id="{guest.uuid}"}} == 1', timeout=60)
     info = prom.query(f'novacron_vm_info{{vm_id="{guest.uuid}"}}')
     assert info[0]["metric"]["vm_name"] == guest.name
-    prom.wait_for(f'novacron_vm_cpu_seconds_total{{vm_id="{guest.uuid}"}} > 0', timeout=30)
+    prom.wait_for(f'novacron_vm_cpu_seconds_total{{vm_id="{guest.uuid}"}} > 0', timeout=60)
 
     guest.shutoff()
 
