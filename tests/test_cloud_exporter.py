@@ -30,7 +30,7 @@ from tests.harness import ManagedProcess, free_port, free_port_block, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "exporters.cloud.main"]
-REGION = "ap-southeast-2"
+REGION = "ap-southeast-1"  # no other module seeds it on the session moto server
 SUB = "11111111-2222-3333-4444-555555555555"
 FAST = {"period": "1m", "delay": "0s", "window": "10m"}
 
@@ -147,7 +147,7 @@ def test_command_line_serves_moto_data_and_stops_on_sigterm(tmp_path: Path, moto
         env=aws_seed.CREDS_ENV,
         cwd=REPO,
     )
-    up = 'novacron_cloud_up{account="123456789012",provider="aws",region="ap-southeast-2"} 1.0'
+    up = 'novacron_cloud_up{account="123456789012",provider="aws",region="ap-southeast-1"} 1.0'
     with proc:
         text = ""
 
