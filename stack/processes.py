@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -33,10 +34,30 @@ class ProcessError(RuntimeError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that binds now, below the kernel's ephemeral range (see free_port_block)."""
+    return free_port_block(1)
+
+
+def free_port_block(size: int) -> int:
+    """The first of `size` consecutive loopback ports that bind now, below the kernel's ephemeral range.
+
+    A port is picked now and bound later by a child process: an ephemeral one can meanwhile be taken by any
+    outgoing connection (a scrape, a gossip dial, even a TCP self-connect); ports under 32768 cannot."""
+    rng = random.Random()
+    for _ in range(500):
+        start = rng.randrange(20000, 32768 - size)
+        if all(_bindable(p) for p in range(start, start + size)):
+            return start
+    raise RuntimeError(f"no {size} consecutive free ports between 20000 and 32768")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import random
 import shutil
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,7 +10,7 @@ from typing import Any
 
 from stack.fleet import write_fleet
 from stack.plan import console_script
-from stack.processes import ManagedProcess, free_port, http_ok, wait_until
+from stack.processes import ManagedProcess, free_port, free_port_block, http_ok, wait_until
 from stack.servers import Alertmanager, Prometheus, prometheus_config
 from tests.harness.postgres import Postgres, start_postgres
 from tests.harness.qemu import QemuGuest, ensure_libvirtd, remove_stale_guests
@@ -107,28 +105,6 @@ def fleet_prometheus(
             if proc is not None:
                 proc.stop()
         raise
-
-
-def free_port_block(size: int) -> int:
-    """The first of `size` consecutive loopback ports that bind now, below the kernel's ephemeral range.
-
-    Stacks started with a base port and fixed offsets (`novacron up`) need a run of ports; ephemeral ones can
-    be taken by any outgoing connection between this check and the bind, ports under 32768 cannot."""
-    rng = random.Random()
-    for _ in range(500):
-        start = rng.randrange(20000, 32768 - size)
-        if all(_bindable(p) for p in range(start, start + size)):
-            return start
-    raise RuntimeError(f"no {size} consecutive free ports between 20000 and 32768")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def test_driver_fleet(
