@@ -175,7 +175,7 @@ def load_config(path: str | None) -> Config:
     data: Mapping[str, Any] = load_yaml_mapping(path) if path else {}
     check_keys(data, _TOP, "")
     cfg = Config()
-    cfg = replace(cfg, prometheus=_prometheus(_section(data, "prometheus")))
+    cfg = replace(cfg, prometheus=prometheus_settings(_section(data, "prometheus")))
     cfg = replace(cfg, analysis=_analysis(_section(data, "analysis")))
     cfg = replace(cfg, rightsizing=_rightsizing(_section(data, "rightsizing"), cfg.rightsizing))
     cfg = replace(cfg, idle=_idle(_section(data, "idle")))
@@ -231,7 +231,8 @@ def prometheus_url(value: Any, key: str = "prometheus.url") -> str:
     return url
 
 
-def _prometheus(s: Mapping[str, Any]) -> PrometheusSettings:
+def prometheus_settings(s: Mapping[str, Any]) -> PrometheusSettings:
+    """The `prometheus` section (URL, timeout, retries, token or basic auth, TLS), for sidecar and reports."""
     allowed = {
         "url",
         "timeout",

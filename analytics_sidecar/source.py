@@ -60,6 +60,17 @@ class SourceStats:
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
+def query_retry(retries: int) -> Retry:
+    """Retries of a query on connection errors and 429/5xx answers, with backoff (queries are idempotent)."""
+    return Retry(
+        total=retries,
+        backoff_factor=0.5,
+        status_forcelist=(429, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "POST"}),
+        raise_on_status=False,
+    )
+
+
 class PromSource:
     """Instant and range queries; range results are split into aligned chunks and completed chunks cached."""
 
@@ -71,13 +82,7 @@ class PromSource:
         clock: Callable[[], float],
         stats: SourceStats | None = None,
     ) -> None:
-        retry = Retry(
-            total=settings.retries,
-            backoff_factor=0.5,
-            status_forcelist=(429, 502, 503, 504),
-            allowed_methods=frozenset({"GET", "POST"}),
-            raise_on_status=False,
-        )
+        retry = query_retry(settings.retries)
         headers = {"Authorization": f"Bearer {settings.bearer_token}"} if settings.bearer_token else None
         auth = (settings.username, settings.password or "") if settings.username else None
         # prometheus-api-client puts the query in the URL even for POST; a shard's vm_id regex is

@@ -656,11 +656,12 @@ def test_heavy_views_read_recording_rules() -> None:
 
 def test_shipped_report_template_returns_data(stack) -> None:  # type: ignore[no-untyped-def]
     """The report template shipped with the sidecar reads the same metrics and rules: every item has data."""
-    from analytics_sidecar.reports.config import PrometheusConfig, load_template
+    from analytics_sidecar.config import PrometheusSettings
+    from analytics_sidecar.reports.config import load_template
     from analytics_sidecar.reports.data import PrometheusClient, collect
 
     template = load_template(REPO / "analytics_sidecar" / "reports" / "templates" / "weekly-fleet.yaml", "t")
-    data = collect(PrometheusClient(PrometheusConfig(stack["prom"].url)), template, time.time())
+    data = collect(PrometheusClient(PrometheusSettings(url=stack["prom"].url)), template, time.time())
     for section in data.sections:
         for result in section.items:
             assert result.rows or result.series, f"{section.title}: {result.item.title}"

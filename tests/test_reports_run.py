@@ -282,12 +282,12 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys, mutate, key) 
 
 def test_alert_threshold_template_lists_the_suggestions(prometheus) -> None:  # type: ignore[no-untyped-def]
     """Issue 11's threshold suggestions as a report: the shipped template finds the one VM that needs one."""
-    from analytics_sidecar.reports.config import PrometheusConfig
+    from analytics_sidecar.config import PrometheusSettings
     from analytics_sidecar.reports.data import PrometheusClient, collect
 
     path = Path(report_cli.__file__).parent / "templates" / "alert-thresholds.yaml"
     data = collect(
-        PrometheusClient(PrometheusConfig(prometheus.url)), load_template(path, "template"), time.time()
+        PrometheusClient(PrometheusSettings(url=prometheus.url)), load_template(path, "template"), time.time()
     )
     (table, chart) = data.sections[0].items
     assert table.columns[:4] == ["vm_name", "host", "tenant", "reason"]

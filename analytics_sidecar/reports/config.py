@@ -10,7 +10,7 @@ from typing import Any
 
 from croniter import croniter  # type: ignore[import-untyped]
 
-from analytics_sidecar.config import prometheus_url
+from analytics_sidecar.config import PrometheusSettings, prometheus_settings
 from exporters.common.config import (
     ConfigError,
     check_keys,
@@ -55,13 +55,6 @@ class Template:
 
 
 @dataclass(frozen=True)
-class PrometheusConfig:
-    url: str
-    timeout: float = 30.0
-    bearer_token: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
 class SmtpConfig:
     host: str
     port: int = 25
@@ -91,7 +84,7 @@ class ReportSpec:
 
 @dataclass(frozen=True)
 class ReportsConfig:
-    prometheus: PrometheusConfig
+    prometheus: PrometheusSettings
     archive: ArchiveConfig
     reports: tuple[ReportSpec, ...]
     smtp: SmtpConfig | None = None
@@ -227,11 +220,8 @@ def _timeout(section: Mapping[str, Any], where: str) -> float:
 def parse_config(data: Mapping[str, Any], base: Path) -> ReportsConfig:
     check_keys(data, {"prometheus", "smtp", "archive", "reports"}, "")
     prom = _mapping(data.get("prometheus", {}), "prometheus")
-    check_keys(prom, {"url", "timeout", "bearer_token_env", "bearer_token_file"}, "prometheus")
-    url = prometheus_url(_str(prom, "url", "prometheus"))
-    token = read_secret(
-        prom.get("bearer_token_env"), prom.get("bearer_token_file"), "prometheus.bearer_token_file"
-    )
+    _str(prom, "url", "prometheus")  # required here: reports have no local default
+    prometheus = prometheus_settings(prom)
     archive = _mapping(data.get("archive", {}), "archive")
     check_keys(archive, {"dir", "retention", "max_runs"}, "archive")
     max_runs = archive.get("max_runs", 0)
@@ -251,9 +241,7 @@ def parse_config(data: Mapping[str, Any], base: Path) -> ReportsConfig:
     smtp = _parse_smtp(data["smtp"]) if data.get("smtp") else None
     if smtp is None and any(r.email_to for r in reports):
         raise ConfigError("smtp", "required when a report has email.to")
-    return ReportsConfig(
-        PrometheusConfig(url, _timeout(prom, "prometheus"), token), archive_cfg, reports, smtp
-    )
+    return ReportsConfig(prometheus, archive_cfg, reports, smtp)
 
 
 def load_config(path: str | Path) -> ReportsConfig:

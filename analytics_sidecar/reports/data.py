@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
-from analytics_sidecar.reports.config import Item, PrometheusConfig, Template
+from analytics_sidecar.config import PrometheusSettings
+from analytics_sidecar.reports.config import Item, Template
+from analytics_sidecar.source import query_retry
 
 LEGEND_RE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -53,15 +56,25 @@ class ReportData:
 class PrometheusClient:
     """The two HTTP API calls a report needs: instant query and range query."""
 
-    def __init__(self, config: PrometheusConfig) -> None:
+    def __init__(self, config: PrometheusSettings) -> None:
         self.config = config
         self.session = requests.Session()
+        self.session.mount("http://", HTTPAdapter(max_retries=query_retry(config.retries)))
+        self.session.mount("https://", HTTPAdapter(max_retries=query_retry(config.retries)))
         if config.bearer_token:
             self.session.headers["Authorization"] = f"Bearer {config.bearer_token}"
+        if config.username:
+            self.session.auth = (config.username, config.password or "")
 
     def _call(self, path: str, params: dict[str, Any]) -> Any:
         try:
-            response = self.session.post(f"{self.config.url}{path}", data=params, timeout=self.config.timeout)
+            response = self.session.post(
+                f"{self.config.url}{path}",
+                data=params,
+                timeout=self.config.timeout,
+                # Per request: a session's `verify` loses to REQUESTS_CA_BUNDLE from the environment.
+                verify=not self.config.tls_insecure_skip_verify,
+            )
         except requests.RequestException as exc:
             raise QueryError(f"Prometheus unreachable at {self.config.url}: {type(exc).__name__}") from None
         try:
