@@ -1,4 +1,4 @@
-"""Reports reach a Prometheus behind basic auth with the sidecar's `prometheus` settings."""
+"""The sidecar and its reports reach a Prometheus behind basic auth, the password from a secret file."""
 
 from __future__ import annotations
 
@@ -81,3 +81,20 @@ def test_bad_prometheus_section_exits_2_naming_the_key(tmp_path: Path, capsys, s
     err = capsys.readouterr().err
     assert f"invalid configuration: {key}" in err
     assert "pw@" not in err  # a URL with credentials is never echoed
+
+
+def test_sidecar_reads_with_basic_auth(guarded_prometheus, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from analytics_sidecar.main import main
+
+    prom, password = guarded_prometheus
+    secret = tmp_path / "prometheus-password"
+    secret.write_text(password + "\n")
+    section = {"url": prom.url, "basic_auth": {"username": "reports", "password_file": str(secret)}}
+    config = tmp_path / "analytics.yml"
+    config.write_text(yaml.safe_dump({"prometheus": section}))
+    assert main(["recommendations", f"--config.file={config}"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.split()[:3] == ["VM_ID", "VM_NAME", "TENANT"]
+    config.write_text(yaml.safe_dump({"prometheus": {"url": prom.url}}))
+    assert main(["recommendations", f"--config.file={config}"]) == 1
+    err = capsys.readouterr().err
+    assert "Prometheus query failed" in err and "Traceback" not in err
