@@ -9,8 +9,8 @@ case "$cmd" in
     mkdir -p /var/run/libvirt /var/log/libvirt /var/lib/libvirt
     pgrep -x virtlogd >/dev/null || virtlogd -d
     pgrep -x libvirtd >/dev/null || libvirtd -d
-    for _ in $(seq 1 50); do alive && exit 0; sleep 0.2; done
-    echo "libvirtd did not answer on qemu:///system within 10 s" >&2; exit 1 ;;
+    for _ in $(seq 1 150); do alive && exit 0; sleep 0.2; done
+    echo "libvirtd did not answer on qemu:///system within 30 s" >&2; exit 1 ;;
   stop)
     pkill -x libvirtd 2>/dev/null || true
     for _ in $(seq 1 50); do pgrep -x libvirtd >/dev/null || exit 0; sleep 0.2; done
