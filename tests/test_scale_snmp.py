@@ -51,9 +51,11 @@ def test_generated_module_scrapes_a_real_snmpd(tmp_path: Path) -> None:
     conf = tmp_path / "snmpd.conf"
     conf.write_text(f"agentAddress udp:127.0.0.1:{udp}\nrocommunity {COMMUNITY} 127.0.0.1\n")
     snmp_yml = tmp_path / "snmp.yml"
-    snmp_yml.write_text(
-        yaml.safe_dump(generate(yaml.safe_load(SPEC.read_text()), COMMUNITY), sort_keys=False)
-    )
+    modules = generate(yaml.safe_load(SPEC.read_text()), COMMUNITY)
+    # The same module with a community the agent does not know, failing fast (one 1 s try).
+    stranger = generate(yaml.safe_load(SPEC.read_text()), "not-" + COMMUNITY)["novacron_host"]
+    modules["wrong_community"] = {**stranger, "retries": 0, "timeout": "1s"}
+    snmp_yml.write_text(yaml.safe_dump(modules, sort_keys=False))
     port = free_port()
     snmpd = ManagedProcess(
         "snmpd",
@@ -94,11 +96,12 @@ def test_generated_module_scrapes_a_real_snmpd(tmp_path: Path) -> None:
         assert got["hrStorageSize"] and all("hrStorageDescr" in s.labels for s in got["hrStorageSize"])
         assert got["sysUpTime"][0].value > 0
         assert got["snmp_scrape_pdus_returned"][0].value > 20
-        # A wrong community gets nothing: the agent stays silent and the scrape fails.
+        # A wrong community gets nothing: the agent stays silent and the exporter reports the failed walk.
         wrong = requests.get(
             url.replace("novacron_host", "wrong_community"), timeout=20, auth=AUTH, verify=str(ca)
         )
         assert "memTotalReal" not in wrong.text
+        assert wrong.status_code == 500 and "timeout" in wrong.text.lower(), (wrong.status_code, wrong.text)
 
 
 def test_bad_spec_exits_2_naming_the_key(tmp_path: Path) -> None:
