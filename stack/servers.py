@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -70,9 +71,12 @@ class Prometheus(ManagedProcess):
         deadline = time.monotonic() + timeout
         last: Result = []
         while time.monotonic() < deadline:
-            last = self.query(expr)
-            if predicate(last):
-                return last
+            # A refused connection or a non-JSON answer under load: ask again; a query Prometheus rejects
+            # (ProcessError) is a bug, raised. A predicate reading a partial result (KeyError...): not yet.
+            with contextlib.suppress(requests.RequestException, ValueError, KeyError, IndexError):
+                last = self.query(expr)
+                if predicate(last):
+                    return last
             time.sleep(interval)
         raise AssertionError(f"{expr!r} did not satisfy the condition in {timeout}s; last result: {last}")
 
