@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from exporters.common.config import ConfigError, check_keys, load_yaml_mapping, parse_duration, read_secret
+from metrics_api.params import format_seconds
 
 # Tenant names go into PromQL regexes and label values: a conservative charset keeps them unambiguous.
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -377,8 +378,9 @@ def build_config(data: Mapping[str, Any]) -> Config:
     check_keys(audit, {"file"}, "audit")
     agg = _mapping(data.get("aggregation"), "aggregation")
     check_keys(agg, {"rate_interval"}, "aggregation")
-    rate_interval = str(agg.get("rate_interval", "5m"))
-    parse_duration(rate_interval, "aggregation.rate_interval")
+    # Spelled out again as a PromQL duration: it goes into queries, where `300` or `1.5m` are not valid.
+    rate_seconds = parse_duration(agg.get("rate_interval", "5m"), "aggregation.rate_interval")
+    rate_interval = format_seconds(rate_seconds)
     return Config(
         prometheus_url=url,
         prometheus_bearer_token=prom_token,

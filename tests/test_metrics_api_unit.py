@@ -510,3 +510,11 @@ def test_write_demo_config(tmp_path: Path) -> None:
     assert Authenticator(cfg).authenticate(f"Bearer {token}").tenants == ("acme",)
     write_demo_config(tmp_path / "api", "http://127.0.0.1:9090", ("acme",))  # tokens survive a rewrite
     assert (tmp_path / "api" / "tenant-acme.token").read_text().strip() == token
+
+
+@pytest.mark.parametrize(
+    ("given", "promql"), [("5m", "300s"), (90, "90s"), ("1.5m", "90s"), ("1h30m", "5400s")]
+)
+def test_rate_interval_is_spelled_as_promql(given: object, promql: str) -> None:
+    """It goes into queries verbatim: whatever the config says, the query gets a duration PromQL accepts."""
+    assert build_config(_config(aggregation={"rate_interval": given})).rate_interval == promql
