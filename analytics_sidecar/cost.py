@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exporters.common.config import ConfigError, check_keys, load_yaml_mapping
+from exporters.common.config import ConfigError, check_keys, load_yaml_mapping, parse_number
 
 GIB = 1 << 30
 
@@ -121,10 +121,7 @@ def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def _positive(spec: Mapping[str, Any], key: str, where: str) -> float:
-    value = spec.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ConfigError(f"{where}.{key}", "must be a non-negative number")
-    return float(value)
+    return parse_number(spec.get(key), f"{where}.{key}", 0)
 
 
 @dataclass(frozen=True)

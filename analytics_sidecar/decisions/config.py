@@ -26,7 +26,7 @@ from analytics_sidecar.decisions.migration import MigrationPolicy
 from analytics_sidecar.decisions.placement import Size
 from analytics_sidecar.decisions.scaling import ScalingPolicy
 from analytics_sidecar.decisions.slo import SLI_TEMPLATE, SloPolicy
-from exporters.common.config import ConfigError, check_keys, parse_duration
+from exporters.common.config import ConfigError, check_keys, parse_duration, parse_number
 
 GIB = float(1 << 30)
 _HOST_INFO = "last_over_time(novacron_host_info[1h])"
@@ -137,8 +137,8 @@ def _policy(default: Any, raw: Mapping[str, Any], where: str) -> Any:
         elif kind is int:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(name, "must be a whole number >= 0")
-        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(name, "must be a number >= 0")
+        else:
+            value = parse_number(value, name, 0)
         values[key] = float(value) if kind is float else value
     return replace(default, **values)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from exporters.cloud.model import LatePolicy, Provider
 from exporters.cloud.resilience import Backoff
-from exporters.common.config import ConfigError, check_keys, load_yaml_mapping, parse_duration
+from exporters.common.config import ConfigError, check_keys, load_yaml_mapping, parse_duration, parse_number
 
 ENTRY_POINT_GROUP = "novacron.cloud_providers"
 _TOP_KEYS = {"refresh_interval", "stale_after", "backoff", "circuit_breaker", "api_prices", "providers"}
@@ -143,10 +143,9 @@ def _parse_prices(raw: Any) -> dict[str, dict[str, float]]:
     prices: dict[str, dict[str, float]] = {}
     for provider, ops in parse_mapping(raw, "api_prices").items():
         table = parse_mapping(ops, f"api_prices.{provider}")
-        for op, price in table.items():
-            if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
-                raise ConfigError(f"api_prices.{provider}.{op}", "must be a non-negative number of dollars")
-        prices[str(provider)] = {str(op): float(p) for op, p in table.items()}
+        prices[str(provider)] = {
+            str(op): parse_number(price, f"api_prices.{provider}.{op}", 0) for op, price in table.items()
+        }
     return prices
 
 
