@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +9,7 @@ from typing import Any
 import requests
 import yaml
 
-from stack.processes import ManagedProcess, ProcessError, free_port
+from stack.processes import ManagedProcess, ProcessError, free_port, wait_until
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
@@ -68,16 +66,16 @@ class Prometheus(ManagedProcess):
         interval: float = 0.5,
     ) -> Result:
         """Re-run `expr` until `predicate(result)` holds; raise with the last result otherwise."""
-        deadline = time.monotonic() + timeout
         last: Result = []
-        while time.monotonic() < deadline:
-            # A refused connection or a non-JSON answer under load: ask again; a query Prometheus rejects
-            # (ProcessError) is a bug, raised. A predicate reading a partial result (KeyError...): not yet.
-            with contextlib.suppress(requests.RequestException, ValueError, KeyError, IndexError):
-                last = self.query(expr)
-                if predicate(last):
-                    return last
-            time.sleep(interval)
+
+        def holds() -> bool:
+            nonlocal last
+            last = self.query(expr)
+            return predicate(last)
+
+        # wait_until asks again after a refused connection or a partial answer; a rejected query raises.
+        if wait_until(holds, timeout, interval):
+            return last
         raise AssertionError(f"{expr!r} did not satisfy the condition in {timeout}s; last result: {last}")
 
     def targets(self) -> list[dict[str, Any]]:
