@@ -59,8 +59,9 @@ class PrometheusClient:
     def __init__(self, config: PrometheusSettings) -> None:
         self.config = config
         self.session = requests.Session()
-        self.session.mount("http://", HTTPAdapter(max_retries=query_retry(config.retries)))
-        self.session.mount("https://", HTTPAdapter(max_retries=query_retry(config.retries)))
+        retrying = HTTPAdapter(max_retries=query_retry(config.retries))
+        for scheme in ("http://", "https://"):
+            self.session.mount(scheme, retrying)
         if config.bearer_token:
             self.session.headers["Authorization"] = f"Bearer {config.bearer_token}"
         if config.username:
