@@ -9,6 +9,7 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ class ProcessError(RuntimeError):
     """A child process is missing, would not start, or did not become ready."""
 
 
+_HANDED_OUT: set[int] = set()  # every port free_port_block returned; a few thousand at most per process
+_HANDED_OUT_LOCK = threading.Lock()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that binds now, below the kernel's ephemeral range (see free_port_block)."""
     return free_port_block(1)
@@ -46,8 +51,12 @@ def free_port_block(size: int) -> int:
     rng = random.Random()
     for _ in range(500):
         start = rng.randrange(20000, 32768 - size)
-        if all(_bindable(p) for p in range(start, start + size)):
-            return start
+        block = range(start, start + size)
+        # Not handed out before in this process: a caller may not have bound its earlier port yet.
+        with _HANDED_OUT_LOCK:
+            if not _HANDED_OUT.intersection(block) and all(_bindable(p) for p in block):
+                _HANDED_OUT.update(block)
+                return start
     raise RuntimeError(f"no {size} consecutive free ports between 20000 and 32768")
 
 
