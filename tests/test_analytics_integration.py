@@ -29,7 +29,6 @@ from analytics_sidecar.trace import read_vm
 from exporters.common.web import serve_in_thread
 from stack.processes import free_port
 from stack.servers import Prometheus, prometheus_config
-from tests.harness import free_port_block
 from tests.harness.backfill import History, create_blocks
 
 STEP = 300
@@ -162,9 +161,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
     data = prom_dir / "data"
     data.mkdir(parents=True)
     create_blocks(history, data)
-    # Bound only after the first analysis cycle, while Prometheus already scrapes it and the cycle makes
-    # its own connections: below the ephemeral range, so no connection's local port can take it meanwhile.
-    sidecar_port = free_port_block(1)
+    sidecar_port = free_port()
     config = prometheus_config(
         [{"job_name": "analytics", "static_configs": [{"targets": [f"127.0.0.1:{sidecar_port}"]}]}],
         scrape_interval="1s",

@@ -29,7 +29,7 @@ from analytics_sidecar.anomaly.engine import INDEX_FILE, SeriesState
 from exporters.common.web import ExporterApp, registry_with, serve_in_thread
 from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Prometheus
-from tests.harness import free_port_block, start_prometheus
+from tests.harness import start_prometheus
 
 TOKEN = "state-test-token-0123456789"
 VMS = {"vm-a": "kvm-1", "vm-b": "kvm-2"}
@@ -94,7 +94,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def start_sidecar(fleet: dict[str, Any], run: int) -> ManagedProcess:
-    port = free_port_block(1)  # bound only once the process has started: below the ephemeral range
+    port = free_port()
     binary = str(Path(sys.executable).parent / "novacron-analytics")
     proc = ManagedProcess(
         f"analytics-{run}",

@@ -7,7 +7,7 @@ import time
 import requests
 
 from alert_bridge.testing import WEBHOOK_TOKEN, base_config, inprocess_bridge, wait
-from tests.harness import free_port_block
+from stack.processes import free_port
 
 
 def am_config(bridge_port: int, token_file, max_alerts: int = 0) -> dict:
@@ -56,7 +56,7 @@ def _token_file(tmp_path):
 
 
 def test_gossip_pair_gives_one_episode_and_one_notification_each(tmp_path, alertmanager_factory, smtp_server):
-    port = free_port_block(1)  # bound once the Alertmanagers run: below the ephemeral range
+    port = free_port()
     cfg = am_config(port, _token_file(tmp_path))
     am1 = alertmanager_factory(cfg, cluster=True)
     am2 = alertmanager_factory(cfg, peers=[am1.cluster_address])
@@ -92,7 +92,7 @@ def test_gossip_pair_gives_one_episode_and_one_notification_each(tmp_path, alert
 
 
 def test_truncated_payload_triggers_reconcile(tmp_path, alertmanager_factory):
-    port = free_port_block(1)  # bound once the Alertmanagers run: below the ephemeral range
+    port = free_port()
     am = alertmanager_factory(am_config(port, _token_file(tmp_path), max_alerts=2))
     config = base_config(alertmanager={"urls": [am.url]})
     with inprocess_bridge(config, f"sqlite:///{tmp_path / 'b.db'}", port=port) as b:
@@ -105,7 +105,7 @@ def test_truncated_payload_triggers_reconcile(tmp_path, alertmanager_factory):
 
 
 def test_ack_silence_and_maintenance(tmp_path, alertmanager_factory):
-    port = free_port_block(1)  # bound once the Alertmanagers run: below the ephemeral range
+    port = free_port()
     am = alertmanager_factory(am_config(port, _token_file(tmp_path)))
     config = base_config(alertmanager={"urls": [am.url], "reconcile_interval_seconds": 1})
     with inprocess_bridge(config, f"sqlite:///{tmp_path / 'b.db'}", port=port) as b:

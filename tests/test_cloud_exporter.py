@@ -26,7 +26,7 @@ from exporters.common.web import serve_in_thread
 from tests.fakes import aws_seed
 from tests.fakes.azure_metrics import AzureFake, StaticTokenCredential
 from tests.fakes.gcp_monitoring import GcpMonitoringFake
-from tests.harness import ManagedProcess, free_port, free_port_block, wait_until
+from tests.harness import ManagedProcess, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "exporters.cloud.main"]
@@ -137,7 +137,7 @@ def test_example_config_is_valid() -> None:
 
 
 def test_command_line_serves_moto_data_and_stops_on_sigterm(tmp_path: Path, moto: str) -> None:
-    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+    port = free_port()
     config = write_config(tmp_path, [aws_section(moto)])
     proc = ManagedProcess(
         "cloud-exporter",
@@ -220,7 +220,7 @@ def all_clouds(moto: str) -> Iterator[str]:
 def test_prometheus_sees_vms_of_all_four_sources(
     tmp_path: Path, all_clouds: str, prometheus_factory: Callable[..., Any]
 ) -> None:
-    lv_port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+    lv_port = free_port()
     libvirt = ManagedProcess(
         "libvirt-exporter",
         [

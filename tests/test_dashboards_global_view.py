@@ -11,9 +11,8 @@ import requests
 
 from dashboards.catalog import build_all
 from dashboards.evaluate import Prometheus, run_dashboard
-from stack.processes import ManagedProcess, wait_until
+from stack.processes import ManagedProcess, free_port, wait_until
 from stack.scale import victoria_argv
-from tests.harness import free_port_block
 
 SLOS = {"vm-availability": 0.999, "exporter-availability": 0.99}
 SERIES = {  # name: value on shard 0 (shard 1 gets twice the error, half the budget)
@@ -29,7 +28,7 @@ SERIES = {  # name: value on shard 0 (shard 1 gets twice the error, half the bud
 def global_view(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A VictoriaMetrics with two shards' copies of the SLO series, a sample a minute for the last day."""
     workdir = tmp_path_factory.mktemp("global-view")
-    port = free_port_block(1)  # bound once VictoriaMetrics has started: below the ephemeral range
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with ManagedProcess(
         "victoria", victoria_argv(workdir / "data", f"127.0.0.1:{port}"), workdir / "victoria.log",

@@ -51,8 +51,8 @@ from tests.fakes import aws_seed
 from tests.fakes.azure_metrics import TOKEN as AZURE_TOKEN
 from tests.fakes.azure_metrics import AzureFake
 from tests.fakes.gcp_monitoring import GcpMonitoringFake
-from tests.harness import free_port_block, start_alertmanager, start_smtp, test_driver_fleet
 from tests.harness import libvirt_exporter as harness_libvirt_exporter
+from tests.harness import start_alertmanager, start_smtp, test_driver_fleet
 from tests.harness.azure_identity import ManagedIdentityEndpoint
 from tests.harness.backfill import History, Sample, create_blocks, grid, parse_exposition
 
@@ -208,7 +208,7 @@ def cloud_exporter(
     }
     path = tmp / "cloud-exporter.yml"
     path.write_text(yaml.safe_dump(config))
-    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+    port = free_port()
     return ManagedProcess(
         "cloud-exporter",
         [
@@ -344,7 +344,7 @@ def alert_bridge(tmp: Path, smtp_host: str, smtp_port: int, token_file: Path) ->
         "delivery": {"worker_interval_seconds": 0.5},
     }
     (tmp / "bridge.yml").write_text(yaml.safe_dump(config))
-    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+    port = free_port()
     return ManagedProcess(
         "alert-bridge",
         [
@@ -483,10 +483,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, moto_server: ManagedProcess)
             start_alertmanager(tmp, alertmanager_config(bridge.url, token_file), cluster=True)
         )
         (tmp / "always.rules.yml").write_text(ALWAYS_FIRING)
-        # Below the ephemeral range: Prometheus scrapes the sidecar's port long before the sidecar binds it,
-        # and any connection made meanwhile could get a free_port() one as its local port.
-        prom_port = free_port_block(2)
-        sidecar_port = prom_port + 1
+        prom_port, sidecar_port = free_port(), free_port()
         jobs = [
             {"job_name": "novacron-libvirt", "static_configs": [{"targets": [libvirt.url]}]},
             {"job_name": "novacron-cloud", "static_configs": [{"targets": [cloud.url]}]},

@@ -27,9 +27,9 @@ from alert_bridge.testing import ADMIN_TOKEN, WEBHOOK_TOKEN, Client, Receiver, b
 from exporters.libvirt.domainxml import NOVACRON_NS
 from stack.fleet import fleet_xml
 from stack.plan import console_script
-from stack.processes import ManagedProcess, wait_until
+from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Alertmanager, Prometheus, prometheus_config
-from tests.harness import free_port_block, libvirt_exporter
+from tests.harness import libvirt_exporter
 from tests.harness.backfill import History, create_blocks
 from tests.test_decisions_automation import SECRET, signed
 
@@ -181,10 +181,7 @@ def chain(tmp_path: Path, httpserver: Any) -> Iterator[dict[str, Any]]:
     )
     webhook_token = tmp_path / "webhook.token"
     webhook_token.write_text(WEBHOOK_TOKEN)
-    # Below the ephemeral range: the sidecar binds its port only after everything else has started (and
-    # made connections, whose local ports could take a port picked by free_port() meanwhile).
-    base = free_port_block(4)
-    ports = {name: base + i for i, name in enumerate(("exporter", "sidecar", "live", "dry"))}
+    ports = {name: free_port() for name in ("exporter", "sidecar", "live", "dry")}
     exporter = libvirt_exporter(
         tmp_path, f"test://{node}", "--libvirt.hostname=kvm-chain", port=ports["exporter"]
     )

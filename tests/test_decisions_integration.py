@@ -33,7 +33,6 @@ from exporters.common.web import serve_in_thread
 from stack.fleet import write_fleet
 from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Prometheus, prometheus_config
-from tests.harness import free_port_block
 from tests.harness.backfill import History, create_blocks
 
 STEP = 300
@@ -113,10 +112,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     prom_dir = tmp / "prometheus"
     (prom_dir / "data").mkdir(parents=True)
     create_blocks(history, prom_dir / "data")
-    # Below the ephemeral range: kvm-spare's exporter binds its port again after being stopped, and an
-    # outgoing connection could take a free_port() one in between.
-    base = free_port_block(len(HOSTS))
-    ports = {h: base + i for i, h in enumerate(HOSTS)}
+    ports = {h: free_port() for h in HOSTS}
     jobs = [
         {"job_name": f"libvirt-{h}", "static_configs": [{"targets": [f"127.0.0.1:{p}"]}]}
         for h, p in ports.items()

@@ -21,8 +21,8 @@ from analytics_sidecar.decisions.engine import DecisionEngine, Decisions
 from analytics_sidecar.decisions.scaling import _Track
 from analytics_sidecar.decisions.wiring import attach, holds_decision_lease
 from stack.plan import console_script
-from stack.processes import ManagedProcess, wait_until
-from tests.harness import fleet_prometheus, free_port_block, test_driver_fleet
+from stack.processes import ManagedProcess, free_port, wait_until
+from tests.harness import fleet_prometheus, test_driver_fleet
 from tests.test_decisions_chain import start_all, stop_all
 
 TOKEN = "sharding-decisions-token"
@@ -160,11 +160,7 @@ def test_killing_replica_zero_moves_the_decisions_to_replica_one(tmp_path: Path)
     (tmp_path / "analytics.yml").write_text(
         yaml.safe_dump({"api": {"token_file": str(tmp_path / "token")}, "analysis": {"lookback": "1h"}})
     )
-    # Below the ephemeral range: the sidecars bind after Prometheus starts scraping them, and replica 0
-    # binds its port a second time after the failover; a free_port() one could be taken by any outgoing
-    # connection (or a scrape's self-connect) in between.
-    base = free_port_block(2)
-    ports = [base, base + 1]
+    ports = [free_port(), free_port()]
     exporter, prom = fleet_prometheus(tmp_path, uri, VMS, ports)
     procs: list[Any] = [exporter, prom]
     try:

@@ -19,7 +19,6 @@ from exporters.libvirt.main import build_parser, make_app, settings_from
 from tests.harness import (
     ManagedProcess,
     free_port,
-    free_port_block,
     start_prometheus,
     test_driver_fleet,
     test_driver_hosts,
@@ -62,7 +61,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="module")
 def exporter(fleet: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real command line, as a child process, on the 100-domain fleet."""
-    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+    port = free_port()
     argv = [
         *EXPORTER,
         f"--libvirt.uri={fleet}",
@@ -225,7 +224,7 @@ def test_tls_and_basic_auth_from_the_command_line(fleet: str, tmp_path: Path) ->
             }
         )
     )
-    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+    port = free_port()
     argv = [
         *EXPORTER,
         f"--libvirt.uri={fleet}",

@@ -20,7 +20,7 @@ from tests.harness import (
     ManagedProcess,
     QemuGuest,
     ensure_libvirtd,
-    free_port_block,
+    free_port,
     remove_stale_guests,
     wait_until,
 )
@@ -137,7 +137,7 @@ def _libvirtd(action: str) -> None:
 def test_libvirtd_restart_up_goes_0_then_1_and_scrapes_keep_answering(
     guest: QemuGuest, tmp_path: Path
 ) -> None:
-    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+    port = free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     argv = [
         sys.executable,

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.harness import ManagedProcess, free_port_block, start_prometheus, wait_until
+from tests.harness import ManagedProcess, free_port, start_prometheus, wait_until
 
 COMMAND = shutil.which("novacron-metrics-api") or str(Path(sys.executable).parent / "novacron-metrics-api")
 TOKEN = "cli-test-token-0123456789"
@@ -123,7 +123,7 @@ def test_serves_over_tls_with_token_env_and_basic_auth_on_metrics(tmp_path: Path
                 }
             )
         )
-        port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+        port = free_port()
         url = f"https://127.0.0.1:{port}"
         proc = ManagedProcess(
             "metrics-api",
@@ -229,7 +229,7 @@ def test_reload_by_api_and_sighup(tmp_path: Path) -> None:
     with start_prometheus(tmp_path, []) as prom:
         config = tmp_path / "api.yml"
         write([])
-        port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         proc = ManagedProcess(
             "metrics-api",

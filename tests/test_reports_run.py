@@ -22,7 +22,7 @@ from analytics_sidecar.reports.config import load_config, load_template
 from analytics_sidecar.reports.runner import ReportMetrics, run_report, schedule_loop
 from exporters.common.web import registry_with
 from stack.processes import free_port
-from tests.harness import free_port_block, start_prometheus, start_smtp
+from tests.harness import start_prometheus, start_smtp
 
 VMS = [
     ("vm-a1", "web-1", "acme", 0.91),
@@ -307,7 +307,7 @@ def test_serve_exposes_metrics_and_stops_on_sigterm(prometheus, tmp_path: Path) 
     from tests.harness import ManagedProcess
 
     path = write_config(tmp_path, prometheus.url, None)
-    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+    port = free_port()
     binary = str(Path(sys.executable).parent / "novacron-analytics")
     argv = [
         binary,

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from pytest_httpserver import HTTPServer
 
-from stack.processes import ManagedProcess, wait_until
+from stack.processes import ManagedProcess, free_port, wait_until
 from stack.rules_cmd import RULES_DIR, default_rule_files
 from stack.servers import Alertmanager, Prometheus, prometheus_config
-from tests.harness import free_port_block, libvirt_exporter, test_driver_fleet
+from tests.harness import libvirt_exporter, test_driver_fleet
 
 N_DOMAINS, SHUTOFF_EVERY = 12, 4  # domains 3, 7 and 11 are shut off
 BRIDGE_URL = "http://127.0.0.1:9095"
@@ -27,7 +27,7 @@ BRIDGE_URL = "http://127.0.0.1:9095"
 def stack(tmp_path_factory: pytest.TempPathFactory, webhook: HTTPServer) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("rules-integration")
     uri = test_driver_fleet(tmp, n_domains=N_DOMAINS, n_hosts=1, seed=7, shutoff_every=SHUTOFF_EVERY)
-    port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+    port = free_port()
     exporter = libvirt_exporter(tmp, uri, port=port)
     am_dir = tmp / "alertmanager"
     am_dir.mkdir()
@@ -42,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, webhook: HTTPServer) -> Iter
         am = Alertmanager(am_dir, config)
         started.append(am.start())
         # Prometheus and Alertmanager are scraped too, so the self-monitoring rules see real metrics.
-        prom_port = free_port_block(1)  # bound once the process has started: below the ephemeral range
+        prom_port = free_port()
         jobs = {"libvirt": port, "prometheus": prom_port, "alertmanager": am.port}
         scrape = [
             {"job_name": j, "static_configs": [{"targets": [f"127.0.0.1:{p}"]}]} for j, p in jobs.items()
