@@ -444,8 +444,11 @@ class Bridge:
         state.added += 1
         if state.recent <= self.config.storm_threshold:
             return state.id, False
-        bucket = int(now // self.config.storm_window_seconds)
-        if state.storm_bucket != bucket:
+        # One summary per storm: the next one only a whole window after this one (`storm_bucket` holds the
+        # second it went out). Not `now // window`: a calendar bucket splits a storm across hh:mm:00 in two.
+        window = self.config.storm_window_seconds
+        if state.storm_bucket is None or now - state.storm_bucket >= window:
+            bucket = int(now)
             state.storm_bucket = bucket
             conn.execute(update(incidents).where(incidents.c.id == state.id).values(storm_bucket=bucket))
             self._audit(
