@@ -3,10 +3,14 @@ notification delivered (at least once; duplicates only under the same idempotenc
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 import requests
@@ -19,7 +23,7 @@ from tests.harness.tls import self_signed_cert
 N = 100
 
 
-def _burst(url: str, accepted: list[int], stop: threading.Event, start: int, step: int) -> None:
+def _burst(url: str, accepted: Callable[[int], None], stop: threading.Event, start: int, step: int) -> None:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {WEBHOOK_TOKEN}"
     for i in range(start, N, step):
@@ -34,7 +38,7 @@ def _burst(url: str, accepted: list[int], stop: threading.Event, start: int, ste
         except requests.RequestException:
             return  # the process died under us: this one was not acknowledged
         if resp.status_code == 200:
-            accepted.append(i)
+            accepted(i)
 
 
 def test_kill_dash_nine_during_burst(tmp_path, smtp_server):
@@ -56,16 +60,29 @@ def test_kill_dash_nine_during_burst(tmp_path, smtp_server):
     db = f"sqlite:///{tmp_path / 'bridge.db'}"
     first = bridge_process(tmp_path / "run1", config, db).start()
     accepted: list[int] = []
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    def accept(i: int) -> None:
+        # The 30th acknowledgement kills at once, from the sender's thread: a poll of the count (every 50 ms)
+        # let the other senders race on, on a fast run to all N, and the kill was no longer mid-burst.
+        with lock:
+            accepted.append(i)
+            if len(accepted) == 30:
+                first.kill()  # SIGKILL, mid-burst and mid-delivery
+                killed.set()
+
     stop = threading.Event()
-    threads = [threading.Thread(target=_burst, args=(first.url, accepted, stop, k, 4)) for k in range(4)]
+    threads = [threading.Thread(target=_burst, args=(first.url, accept, stop, k, 4)) for k in range(4)]
     for t in threads:
         t.start()
-    wait(lambda: len(accepted) >= 30, timeout=60)
-    first.kill()  # SIGKILL, mid-burst and mid-delivery
+    assert killed.wait(60), f"only {len(accepted)} of {N} alerts accepted"
     stop.set()
     for t in threads:
         t.join()
     assert 30 <= len(accepted) < N
+    # Claimed and not recorded when the process died: the only messages that may have been sent and go again.
+    in_flight = _claimed(tmp_path / "bridge.db")
 
     second = bridge_process(tmp_path / "run2", config, db).start()
     try:
@@ -96,12 +113,20 @@ def test_kill_dash_nine_during_burst(tmp_path, smtp_server):
         assert set(keys) == {
             f"a{a['id']}:firing:email|" for a in alerts
         }  # every alert notified exactly by key
-        duplicates = sum(c - 1 for c in keys.values())
-        # Only messages in flight at the kill can go twice (claimed, sent, not yet recorded).
-        assert duplicates <= 16, duplicates
+        # Only messages in flight at the kill can go twice (claimed, sent, not yet recorded), once each. Not a
+        # fixed number: how many a batch claims depends on how fast the intake outran the worker.
+        twice = {k for k, c in keys.items() if c > 1}
+        assert twice <= in_flight and max(keys.values()) <= 2, (twice - in_flight, keys.most_common(3))
         assert "novacron_bridge_dead_letters 0.0" in admin.get(f"{second.url}/metrics").text
     finally:
         second.stop()
+
+
+def _claimed(path: Path) -> set[str]:
+    """Outbox keys a (dead) bridge had claimed and not yet recorded an outcome for."""
+    with closing(sqlite3.connect(path)) as conn:
+        rows = conn.execute("SELECT dedup_key FROM outbox WHERE status = 'pending' AND claimed_until > 0")
+        return {key for (key,) in rows}
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path, capsys):
