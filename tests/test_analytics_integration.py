@@ -205,6 +205,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
 
         cfg = replace(cfg, prometheus=replace(cfg.prometheus, url=prom.url))
         app, loop = build(cfg, None, "/metrics")
+        # The history ends on the 5-minute grid point at or before `now`; the sidecar analyses as of `now`
+        # too. On the real clock a cycle that starts after the next grid point (Prometheus and the blocks take
+        # seconds to start) has a window that no longer holds the oldest Bitbrains sample, and a stale copy of
+        # the newest one more, so the backtest code's answer below would no longer be for the same samples;
+        # and a second cycle after a UTC midnight would refetch two day chunks, not one.
+        loop.engine.clock = lambda: now
         t0 = time.perf_counter()
         assert loop.once(), "the first analysis cycle failed"
         first_cycle = time.perf_counter() - t0
@@ -342,7 +348,8 @@ def test_query_cache_serves_completed_chunks(stack: dict) -> None:
     misses = stats.cache_misses
     assert loop.once()
     new_misses = stats.cache_misses - misses
-    # Only the newest (incomplete) day chunk of each range query is fetched again.
+    # Only the newest (incomplete) day chunk of each range query is fetched again (both cycles analyse as
+    # of the fixture's `now`, so no day boundary can fall between them).
     assert 0 < new_misses <= 8
     assert stats.cache_hits >= DAYS * 5
 
