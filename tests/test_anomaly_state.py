@@ -192,7 +192,10 @@ def test_state_saved_on_sigterm_and_restart_scores_only_new_points(fleet: dict[s
         assert 0.0 <= after[ident]["score"] <= 1.0
         added += new_points
     assert added == second_scored  # the detectors continued: no point of the window was scored twice
-    assert second_scored < first_scored  # a fresh start would have re-scored the whole 10-minute window
+    # A fresh start would have re-scored the whole 10-minute window, i.e. every point the detectors now hold
+    # (the window still covers them all). Not compared with first_scored: the first run's window is only as
+    # long as Prometheus had been scraping, and the second start can take longer than that on a busy machine.
+    assert second_scored < sum(row["points"] for row in resumed.values())
 
 
 def test_corrupt_state_is_logged_and_that_series_starts_afresh(fleet: dict[str, Any]) -> None:
