@@ -37,9 +37,11 @@ class TimeWindow:
     end: time
 
     def contains(self, moment: time) -> bool:
+        # An end of 24:00 is kept as time.max: it holds up to and including the day's last microsecond.
+        before_end = moment < self.end or self.end == time.max
         if self.start <= self.end:
-            return self.start <= moment < self.end
-        return moment >= self.start or moment < self.end
+            return self.start <= moment and before_end
+        return moment >= self.start or before_end
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,21 @@ def test_routing_policy_users_and_quiet_hours(monkeypatch):
     assert [t.channel for t in targets] == ["email"]
 
 
+def test_a_window_to_24_00_holds_to_the_last_instant_of_the_day():
+    from datetime import time
+
+    from alert_bridge.config import TimeWindow
+
+    config = parse_config({"users": {"bob": {"email": "b@x", "quiet_hours": "22:00-24:00"}}})
+    window = config.users["bob"].quiet_hours
+    assert window is not None and window.contains(time(23, 59, 59, 999999))  # 24:00 is stored as time.max
+    assert window.contains(time(22, 0)) and not window.contains(time(21, 59, 59, 999999))
+    assert TimeWindow(time(0), time.max).contains(time.max)  # "00:00-24:00": all day, its end included
+    night = TimeWindow(time(22), time(6))  # wraps past midnight
+    assert night.contains(time(23, 59, 59, 999999)) and night.contains(time(0))
+    assert not night.contains(time(6)) and not night.contains(time(21, 59, 59, 999999))
+
+
 def test_deploy_examples_are_valid(tmp_path, monkeypatch):
     """The shipped bridge config parses (secrets in tmp_path and env); its Alertmanager side passes amtool."""
     import subprocess
