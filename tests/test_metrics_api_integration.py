@@ -52,13 +52,20 @@ TOKENS = {
 
 
 def exposition() -> str:
-    """The fixture's metrics at this instant (counters grow with time so rate() has data)."""
-    now = time.time()
+    """The fixture's metrics at this instant (counters grow with time so rate() has data).
+
+    The counters carry the time they were computed at as their timestamp. Stamped by the scrape instead (its
+    start), a counter computed a moment later on a busy machine (the server thread waits for this process's
+    GIL or for a core) would be ahead of its timestamp by that moment: rate() and deriv() over a few seconds
+    would then be off by the jitter between scrapes, not by anything the API does."""
+    now_ms = round(time.time() * 1000)
+    now = now_ms / 1000
     lines = []
     for vm_id, tenant, provider, region, host, memory in VMS:
         leak = LEAK_MARK if tenant == "globex" else 0.0
         speed = 7.0 if tenant == "globex" else 0.5  # globex's rates differ too, so a leaked sum shows
         ident = f'vm_id="{vm_id}",tenant="{tenant}"'
+        counter = f"{leak + now * speed:.3f} {now_ms}"  # value and the time it is for
         lines += [
             f'novacron_vm_info{{vm_id="{vm_id}",vm_name="{vm_id}-name",tenant="{tenant}",provider="{provider}",'
             f'region="{region}",zone="",host="{host}",account="acct",project="{tenant}-prod",flavor="m1",'
@@ -66,12 +73,12 @@ def exposition() -> str:
             f"novacron_vm_state{{{ident}}} 1",
             f"novacron_vm_vcpus{{{ident}}} 2",
             f"novacron_vm_memory_bytes{{{ident}}} {memory}",
-            f"novacron_vm_cpu_seconds_total{{{ident}}} {leak + now * speed:.3f}",
-            f'novacron_vm_network_receive_bytes_total{{{ident},device="eth0"}} {leak + now * speed:.3f}',
+            f"novacron_vm_cpu_seconds_total{{{ident}}} {counter}",
+            f'novacron_vm_network_receive_bytes_total{{{ident},device="eth0"}} {counter}',
             f"novacron_vm_disk_read_bytes_per_second{{{ident}}} {leak + 42}",
             f'novacron_billing_cost_dollars{{tenant="{tenant}",vm_id="{vm_id}"}} {leak + 12.5}',
         ]
-    lines.append(f'novacron_host_cpu_seconds_total{{host="kvm07"}} {LEAK_MARK + now:.3f}')
+    lines.append(f'novacron_host_cpu_seconds_total{{host="kvm07"}} {LEAK_MARK + now:.3f} {now_ms}')
     return "\n".join(lines) + "\n"
 
 
@@ -229,8 +236,7 @@ def test_hostile_queries_stay_in_tenant(env: Env, query: str) -> None:
 def test_tenant_sees_its_own_data(env: Env) -> None:
     data = env.query("sum(novacron_vm_memory_bytes)").get_json()["data"]
     assert float(data["result"][0]["value"][1]) == pytest.approx(3.0e9)
-    # deriv() fits all the window's samples: irate() from the last two alone is off by the jitter between a
-    # scrape's timestamp and the moment the fixture computed its counters, beyond 5% on a loaded machine.
+    # deriv() fits all the window's samples (the fixture stamps its counters with the time it computed them).
     rates = env.query('sum(deriv({__name__=~"novacron_vm_cpu.*"}[10s]))').get_json()["data"]
     assert float(rates["result"][0]["value"][1]) == pytest.approx(1.0, rel=0.05)
     names = {r["metric"]["__name__"] for r in env.query('{__name__=~".+"}').get_json()["data"]["result"]}
