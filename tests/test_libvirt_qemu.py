@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,10 @@ silence_libvirt_stderr()
 def guest() -> Iterator[QemuGuest]:
     ensure_libvirtd()
     remove_stale_guests(PREFIX)
-    with QemuGuest(f"{PREFIX}{int(time.time()) % 100000}") as g:
+    # The owner's pid after the prefix, as the harness names guests: remove_stale_guests reads it to tell a
+    # leftover from a live guest (a time-based number there was taken for a pid, and a live guest of another
+    # run was destroyed or a dead one kept when that "pid" happened to exist).
+    with QemuGuest(f"{PREFIX}{os.getpid()}-{uuid.uuid4().hex[:6]}") as g:
         yield g
         # The restart test broke the guest's own connection, and without an event loop isAlive() does not
         # notice; drop it so the harness reconnects to destroy and undefine the guest.
