@@ -444,20 +444,19 @@ def test_metadata_changes_show_after_the_refresh_without_a_timeout(tmp_path: Pat
 
 
 class _SlowCountingConn:
-    """Counts bulk calls; the first listing waits until `overlapping` scrapes have started, then takes a
-    moment, so they overlap however late a loaded machine starts their threads."""
+    """Counts bulk calls; the first listing waits until `overlapping` scrapes have decided to lead or join
+    the round (past the target's flight lock), so they share it however late a loaded machine runs them."""
 
-    def __init__(self, real: Any, started: threading.Semaphore, overlapping: int) -> None:
+    def __init__(self, real: Any, decided: threading.Semaphore, overlapping: int) -> None:
         self.real = real
         self.bulk_calls = 0
-        self.started = started
+        self.decided = decided
         self.overlapping = overlapping
 
     def listAllDomains(self, flags: int = 0) -> list[Any]:
         while self.overlapping:
             self.overlapping -= 1
-            self.started.acquire(timeout=10)
-        time.sleep(0.3)  # the scrapes that started join this round while it lists
+            assert self.decided.acquire(timeout=10), "the other scrapes never reached the target"
         return list(self.real.listAllDomains(flags))
 
     def domainListGetStats(self, doms: list[Any], stats: int, flags: int) -> list[Any]:
@@ -468,15 +467,34 @@ class _SlowCountingConn:
         return getattr(self.real, attr)
 
 
+class _Announcing:
+    """The target's flight lock, releasing `decided` each time a scrape leaves it: a scrape past it has
+    either opened the round or joined the one still open (a sleep after "the thread started" only made
+    joining likely: a thread descheduled between starting and scraping came late and opened a second one)."""
+
+    def __init__(self, lock: Any, decided: threading.Semaphore) -> None:
+        self.lock = lock
+        self.decided = decided
+
+    def __enter__(self) -> Any:
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        try:
+            return self.lock.__exit__(*exc)
+        finally:
+            self.decided.release()
+
+
 def test_overlapping_scrapes_share_one_libvirt_round(tmp_path: Path) -> None:
-    started = threading.Semaphore(0)
+    decided = threading.Semaphore(0)
     real = libvirt.openReadOnly(test_driver_fleet(tmp_path, n_domains=5, seed=6))
-    conn = _SlowCountingConn(real, started, overlapping=3)
+    conn = _SlowCountingConn(real, decided, overlapping=3)
     target = Target("test:///shared", DEFAULT_GROUPS, opener=lambda _uri: conn, parallelism=1)
+    target._flight_lock = _Announcing(target._flight_lock, decided)  # type: ignore[assignment]
     results: list[Snapshot] = []
 
     def scrape() -> None:
-        started.release()
         results.append(target.scrape(5))
 
     threads = [threading.Thread(target=scrape) for _ in range(3)]
