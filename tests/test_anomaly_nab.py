@@ -127,8 +127,31 @@ def test_nab_detect_is_the_production_detector(small_nab: Path, tmp_path: Path) 
     det = AnomalyDetector()
     with open(src) as a, open(tmp_path / "out.csv") as b:
         for rin, rout in zip(csv.DictReader(a), csv.DictReader(b), strict=True):
-            o = det.update(nab_score.parse_time(rin["timestamp"]).timestamp(), float(rin["value"]))
+            o = det.update(nab_score.epoch_seconds(rin["timestamp"]), float(rin["value"]))
             assert f"{o.score:.6f}" == rout["anomaly_score"]
+
+
+def test_nab_detect_does_not_depend_on_the_local_time_zone(
+    small_nab: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NAB times carry no zone and mean UTC: the scores are the same on a machine in Kathmandu (UTC+5:45,
+    which moves the detector's daily buckets if the times are read as local ones) as on one in UTC."""
+    import time
+
+    from analytics_sidecar.anomaly.nab import detect_file
+
+    src = small_nab / "data" / "artificialWithAnomaly" / "art_daily_jumpsup.csv"
+    out: dict[str, str] = {}
+    try:
+        for tz in ("UTC", "Asia/Kathmandu"):
+            monkeypatch.setenv("TZ", tz)
+            time.tzset()
+            detect_file(src, tmp_path / f"{tz.replace('/', '-')}.csv")
+            out[tz] = (tmp_path / f"{tz.replace('/', '-')}.csv").read_text()
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert out["Asia/Kathmandu"] == out["UTC"]
 
 
 def test_bad_inputs_exit_2(tmp_path: Path, capsys) -> None:

@@ -28,7 +28,7 @@ def detect_file(src: Path, dst: Path, params: DetectorParams | None = None) -> i
             ["timestamp", "value", "anomaly_score", "raw_score", "baseline_upper", "baseline_lower"]
         )
         for rec in reader:
-            t = nab_score.parse_time(rec["timestamp"]).timestamp()
+            t = nab_score.epoch_seconds(rec["timestamp"])
             value = float(rec["value"])
             out = det.update(t, value)
             writer.writerow(

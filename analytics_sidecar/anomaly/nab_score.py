@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,6 +67,12 @@ def probationary_length(n_rows: int) -> float:
 def parse_time(text: str) -> datetime:
     """Parse NAB timestamps (`YYYY-MM-DD HH:MM:SS[.ffffff]`)."""
     return datetime.fromisoformat(text.strip())
+
+
+def epoch_seconds(text: str) -> float:
+    """A NAB timestamp as Unix seconds. NAB's times are UTC without a zone: read as local time, the detector's
+    daily and weekly buckets would move with the machine's time zone and a DST change would step the clock."""
+    return parse_time(text).replace(tzinfo=UTC).timestamp()
 
 
 def sweep_rows(
