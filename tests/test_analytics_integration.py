@@ -207,9 +207,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         app, loop = build(cfg, None, "/metrics")
         # The history ends on the 5-minute grid point at or before `now`; the sidecar analyses as of `now`
         # too. On the real clock a cycle that starts after the next grid point (Prometheus and the blocks take
-        # seconds to start) has a window that no longer holds the oldest Bitbrains sample, and a stale copy of
-        # the newest one more, so the backtest code's answer below would no longer be for the same samples;
-        # and a second cycle after a UTC midnight would refetch two day chunks, not one.
+        # seconds to start) reads one more stale copy of the newest sample and may lose the oldest one, so the
+        # backtest code's answer (build_history) would no longer be for the same samples; and a second cycle
+        # after a UTC midnight would refetch two day chunks per query, not one.
         loop.engine.clock = lambda: now
         t0 = time.perf_counter()
         assert loop.once(), "the first analysis cycle failed"
