@@ -116,6 +116,7 @@ def test_ui_in_headless_chromium_with_screenshot(tmp_path):
 
         # The alert page with its notes and history, in a second screenshot.
         detail_shot = ARTIFACTS / "bridge-ui-alert.png"
+        detail_shot.unlink(missing_ok=True)  # an earlier run's screenshot must not pass for this one's
         link = b.admin.post("/api/v1/ui-links").json()["url"] + f"?next=/ui/alerts/{first['id']}"
         page = chromium(["--dump-dom", f"{b.url}{link}"], tmp_path)
         assert "hypervisor rebooted" in page.stdout and 'id="history"' in page.stdout
@@ -123,7 +124,9 @@ def test_ui_in_headless_chromium_with_screenshot(tmp_path):
         result = chromium(
             ["--window-size=1280,900", f"--screenshot={detail_shot}", f"{b.url}{link}"], tmp_path
         )
-        assert result.returncode == 0 and detail_shot.stat().st_size > 10_000
+        assert result.returncode == 0, result.stderr[-2000:]
+        detail = detail_shot.read_bytes()
+        assert detail[:8] == b"\x89PNG\r\n\x1a\n" and len(detail) > 10_000
         # A sign-in link is short-lived and signed: a forged one is refused.
         assert requests.get(f"{b.url}/ui/link/forged", timeout=5).status_code == 401
 
