@@ -426,12 +426,13 @@ def rules_every_second(out: Path) -> list[Path]:
     return paths
 
 
-def clear_of_step_boundary(margin: float = 45.0) -> None:
+def clear_of_step_boundary(margin: float = 75.0) -> None:
     """Let live scraping start just after a 5-minute boundary when one is near.
 
     The sidecar reads on a 5-minute grid; its first cycle must see at most one live sample per VM (the newest
     point). Two (a grid point passed after the scrapes began) would teach the 30-minute phase bucket of the
     learned band the AWS VMs' jump before the newest point is scored, widening the band the test reads.
+    Scraping start to first cycle takes ~7 s idle: the margin leaves room for a machine several times slower.
     """
     left = STEP - time.time() % STEP
     if left < margin:
