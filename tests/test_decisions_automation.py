@@ -265,8 +265,11 @@ def test_through_an_alertmanager_pair_still_one_call_per_decision(
     # after two Alertmanagers (web and gossip ports of their own) have started could be taken meanwhile.
     with inprocess_bridge(_config(url), f"sqlite:///{tmp_path / 'b.db'}") as b:
         cfg = am_config(int(b.url.rsplit(":", 1)[1]), token_file)
-        am1 = alertmanager_factory(cfg, cluster=True)
-        am2 = alertmanager_factory(cfg, peers=[am1.cluster_address])
+        # The second peer sends only if, one peer timeout after the first, it has not seen the first's send in
+        # the gossiped log (15 s by default): a short one brings its possible duplicate inside the wait below.
+        quick = ["--cluster.peer-timeout=300ms"]
+        am1 = alertmanager_factory(cfg, cluster=True, extra_args=quick)
+        am2 = alertmanager_factory(cfg, peers=[am1.cluster_address], extra_args=quick)
         for _ in range(3):
             post_alerts(am1.url, alerts)
             post_alerts(am2.url, alerts)
@@ -275,9 +278,9 @@ def test_through_an_alertmanager_pair_still_one_call_per_decision(
         for _ in range(3):  # more evaluations, more flushes of both peers
             post_alerts(am2.url, alerts)
             post_alerts(am1.url, alerts)
-        time.sleep(
-            2.5
-        )  # absence of a duplicate cannot be waited for: let both peers flush (group_interval 1s)
+        # Absence of a duplicate cannot be waited for: let both peers flush (group_interval 1s) and the second
+        # one's peer timeout run out.
+        time.sleep(2.5)
         assert len(b.admin.alerts()) == 2
         b.worker.run_once()
         assert [x["action"] for x in rec.bodies()] == ["scale_group"]

@@ -35,12 +35,17 @@ def start_prometheus(
 
 
 def start_alertmanager(
-    tmp_dir: Path, config: dict[str, Any] | str, peers: Sequence[str] = (), cluster: bool = False
+    tmp_dir: Path,
+    config: dict[str, Any] | str,
+    peers: Sequence[str] = (),
+    cluster: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> Alertmanager:
     """A real Alertmanager; `peers` (cluster addresses) or `cluster=True` joins a gossip cluster."""
     workdir = Path(tmp_dir) / f"alertmanager-{free_port()}"
     cluster_port = free_port() if (peers or cluster) else None
-    return Alertmanager(workdir, config, peers=peers, cluster_port=cluster_port).start()
+    am = Alertmanager(workdir, config, peers=peers, cluster_port=cluster_port, extra_args=extra_args)
+    return am.start()
 
 
 def start_moto(tmp_dir: Path) -> ManagedProcess:
