@@ -31,6 +31,13 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     remove_stale_guests()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test that boots a QEMU guest is marked, so `-m "not libvirtd"` runs the rest on a host without it.
+    for item in items:
+        if "qemu_guest" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.libvirtd)
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     # In CI nothing may be skipped: a skip there hides a missing component, so it fails the run.
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):

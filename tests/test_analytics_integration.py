@@ -31,6 +31,8 @@ from stack.processes import free_port
 from stack.servers import Prometheus, prometheus_config
 from tests.harness.backfill import History, create_blocks
 
+pytestmark = pytest.mark.slow
+
 STEP = 300
 DAYS = 10
 GIB = 1 << 30

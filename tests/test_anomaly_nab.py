@@ -13,6 +13,8 @@ import pytest
 from analytics_sidecar.anomaly import nab_score
 from analytics_sidecar.main import main
 
+pytestmark = pytest.mark.slow
+
 # The shared data folder sits beside the checkout (../shared/data/nab), or where NOVACRON_NAB_DIR says.
 NAB = Path(
     os.environ.get("NOVACRON_NAB_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "nab")

@@ -31,6 +31,8 @@ from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Prometheus
 from tests.harness import start_prometheus
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "state-test-token-0123456789"
 VMS = {"vm-a": "kvm-1", "vm-b": "kvm-2"}
 STEP = 1.0

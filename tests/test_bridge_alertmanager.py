@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import requests
 
 from alert_bridge.testing import WEBHOOK_TOKEN, base_config, inprocess_bridge, wait
 from stack.processes import free_port
+
+pytestmark = pytest.mark.slow
 
 
 def am_config(bridge_port: int, token_file, max_alerts: int = 0) -> dict:

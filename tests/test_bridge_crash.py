@@ -20,6 +20,8 @@ from alert_bridge.main import main
 from alert_bridge.testing import ADMIN_TOKEN, WEBHOOK_TOKEN, alert, bridge_process, payload, wait
 from tests.harness.tls import self_signed_cert
 
+pytestmark = pytest.mark.slow
+
 N = 100
 
 

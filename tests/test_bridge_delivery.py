@@ -18,6 +18,8 @@ from alert_bridge.testing import Receiver, alert, base_config, inprocess_bridge,
 from tests.harness import start_smtp
 from tests.harness.tls import self_signed_cert
 
+pytestmark = pytest.mark.slow
+
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 

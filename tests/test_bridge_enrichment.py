@@ -46,6 +46,8 @@ from stack.processes import ManagedProcess, free_port
 from tests.harness import start_smtp
 from tests.harness.smtp import SmtpSink
 
+pytestmark = pytest.mark.slow
+
 SIDECAR_TOKEN = "sidecar-token-0123456789abcdef"
 STEP = 60.0
 N = 800

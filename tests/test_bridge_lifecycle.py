@@ -9,6 +9,8 @@ import pytest
 from alert_bridge.payload import parse_time
 from alert_bridge.testing import alert, base_config, inprocess_bridge, payload, pg_database, wait
 
+pytestmark = pytest.mark.slow
+
 
 def _email_channel(smtp) -> dict:
     return {

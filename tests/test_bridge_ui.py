@@ -7,9 +7,12 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import requests
 
 from alert_bridge.testing import ADMIN_TOKEN, alert, base_config, inprocess_bridge, payload, ui_sign_in
+
+pytestmark = pytest.mark.slow
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

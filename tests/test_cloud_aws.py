@@ -23,6 +23,8 @@ from exporters.common.web import registry_with
 from tests.fakes import aws_seed
 from tests.harness import ManagedProcess
 
+pytestmark = pytest.mark.slow
+
 REGION = "eu-west-1"
 OTHER = "eu-central-1"
 PERIOD = 60

@@ -28,6 +28,8 @@ from tests.fakes.azure_metrics import AzureFake, StaticTokenCredential
 from tests.fakes.gcp_monitoring import GcpMonitoringFake
 from tests.harness import ManagedProcess, free_port, wait_until
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "exporters.cloud.main"]
 REGION = "ap-southeast-1"  # no other module seeds it on the session moto server

@@ -56,6 +56,8 @@ from tests.harness import start_alertmanager, start_smtp, test_driver_fleet
 from tests.harness.azure_identity import ManagedIdentityEndpoint
 from tests.harness.backfill import History, Sample, create_blocks, grid, parse_exposition
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 DASHBOARD_RULES = [REPO / "rules" / "dashboards.rules.yml"]

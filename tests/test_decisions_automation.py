@@ -16,6 +16,8 @@ from alert_bridge.config import parse_config
 from alert_bridge.testing import Client, Receiver, alert, base_config, inprocess_bridge, payload, wait
 from exporters.common.config import ConfigError
 
+pytestmark = pytest.mark.slow
+
 SECRET = "whsec_" + base64.b64encode(b"automation-secret-0123456789abcd").decode()
 
 

@@ -33,6 +33,8 @@ from tests.harness import libvirt_exporter
 from tests.harness.backfill import History, create_blocks
 from tests.test_decisions_automation import SECRET, signed
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 STEP = 300
 DAYS = 2

@@ -35,6 +35,8 @@ from stack.processes import ManagedProcess, free_port, wait_until
 from stack.servers import Prometheus, prometheus_config
 from tests.harness.backfill import History, create_blocks
 
+pytestmark = pytest.mark.slow
+
 STEP = 300
 DAYS = 2
 GIB = 1 << 30

@@ -25,6 +25,8 @@ from stack.processes import ManagedProcess, free_port, wait_until
 from tests.harness import fleet_prometheus, test_driver_fleet
 from tests.test_decisions_chain import start_all, stop_all
 
+pytestmark = pytest.mark.slow
+
 TOKEN = "sharding-decisions-token"
 INTERVAL = 1.0
 VMS = 8  # four groups of two (the fleet generator's <novacron:group> is "<tenant>-web")

@@ -9,8 +9,11 @@ from pathlib import Path
 import boto3
 import libvirt
 import psycopg
+import pytest
 
 from tests.harness import start_alertmanager, start_prometheus, test_driver_fleet
+
+pytestmark = pytest.mark.slow
 
 
 def test_prometheus_and_alertmanager_start_and_stop(tmp_path: Path) -> None:

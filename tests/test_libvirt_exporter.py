@@ -26,6 +26,8 @@ from tests.harness import (
 )
 from tests.harness.tls import self_signed_cert
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 EXPORTER = [sys.executable, "-m", "exporters.libvirt.main"]
 

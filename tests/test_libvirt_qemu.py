@@ -32,6 +32,8 @@ SYSTEM = "qemu:///system"
 # Our own prefix: other suites' session start removes every "nctest-" guest, which would kill ours mid-test.
 PREFIX = "nclvx-"
 
+# libvirtd by hand: the guest is this module's own fixture, which conftest's marking cannot see.
+pytestmark = [pytest.mark.libvirtd, pytest.mark.slow]
 silence_libvirt_stderr()
 
 

@@ -29,6 +29,8 @@ from metrics_api.audit import AuditLog
 from metrics_api.config import build_config
 from tests.harness import free_port, libvirt_exporter, start_prometheus, test_driver_fleet
 
+pytestmark = pytest.mark.slow
+
 # Per-VM series of this fixture carry `tenant`, as PromQL enforcement requires (docs/metrics-api.md).
 # Every globex value is >= LEAK_MARK and every globex id starts with "vm-g", so a leak is recognisable.
 LEAK_MARK = 1e15

@@ -24,6 +24,8 @@ from exporters.common.web import registry_with
 from stack.processes import free_port
 from tests.harness import start_prometheus, start_smtp
 
+pytestmark = pytest.mark.slow
+
 VMS = [
     ("vm-a1", "web-1", "acme", 0.91),
     ("vm-b2", "db-1", "acme", 0.55),

@@ -19,6 +19,8 @@ from stack.rules_cmd import RULES_DIR, default_rule_files
 from stack.servers import Alertmanager, Prometheus, prometheus_config
 from tests.harness import libvirt_exporter, test_driver_fleet
 
+pytestmark = pytest.mark.slow
+
 N_DOMAINS, SHUTOFF_EVERY = 12, 4  # domains 3, 7 and 11 are shut off
 BRIDGE_URL = "http://127.0.0.1:9095"
 

@@ -11,6 +11,8 @@ import yaml
 
 from stack.rules_cmd import RULES_DIR, default_rule_files
 
+pytestmark = pytest.mark.slow
+
 TEST_DIR = RULES_DIR / "tests"
 TEST_FILES = sorted(TEST_DIR.glob("*.yml"))
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
 from alert_bridge.testing import ADMIN_TOKEN, WEBHOOK_TOKEN, base_config, bridge_process, pg_database, wait
 from tests.harness import SmtpSink, start_alertmanager, start_prometheus
+
+pytestmark = pytest.mark.slow
 
 N_ALERTS = 12
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -12,6 +13,8 @@ from analytics_sidecar.shard_lease import adopted
 from stack.plan import console_script
 from stack.processes import ManagedProcess, free_port, wait_until
 from tests.harness import fleet_prometheus, test_driver_fleet
+
+pytestmark = pytest.mark.slow
 
 VMS = 24
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from stack.processes import ManagedProcess, free_port, wait_until
 from tests.fakes import aws_seed
 from tests.harness import start_moto
+
+pytestmark = pytest.mark.slow
 
 REGION = "sa-east-1"  # no other test uses it
 N_VMS = 3

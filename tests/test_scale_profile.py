@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 import yaml
 
@@ -20,6 +21,8 @@ from stack.processes import ProcessError, port_in_use, wait_until
 from stack.scale import hashmod
 from tests.fakes import aws_seed
 from tests.harness import free_port_block
+
+pytestmark = pytest.mark.slow
 
 REGION = "ap-northeast-1"  # no other test uses it
 CLOUD_VMS = 2

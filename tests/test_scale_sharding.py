@@ -32,6 +32,8 @@ from stack.scale import (
 from stack.servers import Prometheus
 from tests.harness import libvirt_exporter, start_alertmanager, test_driver_hosts
 
+pytestmark = pytest.mark.slow
+
 HOSTS, VMS = 4, 12
 OUTAGE_SECONDS = 60  # the issue: VictoriaMetrics down for a minute
 RECORDED = "provider:novacron_vms:count"  # a recording rule of rules/fleet.rules.yml

@@ -7,9 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stack.cardinality import build_report
 from stack.processes import free_port
 from tests.harness import libvirt_exporter, start_prometheus, test_driver_fleet
+
+pytestmark = pytest.mark.slow
 
 
 def test_report_names_the_biggest_metrics_targets_and_flags_limits(tmp_path: Path) -> None:

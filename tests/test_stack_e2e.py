@@ -16,6 +16,8 @@ from stack.processes import ManagedProcess, free_port
 from stack.rules_cmd import RULES_DIR
 from tests.harness import QemuGuest, SmtpSink, libvirt_exporter, start_alertmanager, start_prometheus
 
+pytestmark = pytest.mark.slow
+
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdef"
 
 

@@ -15,6 +15,8 @@ import yaml
 from stack.processes import ManagedProcess, ProcessError, wait_until
 from tests.harness import free_port_block
 
+pytestmark = pytest.mark.slow
+
 NOVACRON = [sys.executable, "-m", "stack.cli"]
 
 
