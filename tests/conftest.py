@@ -32,7 +32,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Every test that boots a QEMU guest is marked, so `-m "not libvirtd"` runs the rest on a host without it.
+    # Every test that boots a QEMU guest is marked, so `-m "not libvirtd"` leaves them out of a local run.
     for item in items:
         if "qemu_guest" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.libvirtd)
